@@ -1,0 +1,48 @@
+import { ConfigError } from '../config/load.js';
+import { SETTINGS } from '../config/schema.js';
+import { publishCommand } from './publish.js';
+import { serve } from './serve.js';
+
+const USAGE = `usage: herald <command> [flags]
+
+commands:
+  serve [flags]                 start a node
+  publish CHANNEL JSON [--event E] [--url U] [--api-key K]
+  token --sub USER [--channels 'a:*'] [--publish 'a:*'] [--ttl 3600]
+
+serve flags (env HERALD_<FLAG>, JSON file --config):
+${Object.entries(SETTINGS)
+  .map(([name, spec]) => `  --${name.padEnd(22)} ${spec.description}${'default' in spec ? ` (default ${spec.default})` : ''}`)
+  .join('\n')}
+`;
+
+/** Exit code 2 for bad usage or configuration (SPEC §1). */
+export async function main(argv: readonly string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(rest);
+      case 'publish':
+        return await publishCommand(rest);
+      case 'token': {
+        const { tokenCommand } = await import('./token.js');
+        return await tokenCommand(rest);
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return;
+      default:
+        throw new ConfigError('command', `unknown command "${command}"\n\n${USAGE}`);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`herald: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,77 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ANONYMOUS, type Principal } from '../auth/principal.js';
+import type { NodeContext } from '../context.js';
+import { assertChannelName } from '../core/channel-name.js';
+import { badRequest, HeraldError } from '../core/errors.js';
+import { parseLastEventId } from '../transport/sse/last-event-id.js';
+import { SseStream } from '../transport/sse/stream.js';
+
+/**
+ * GET /events/:channel and /events?channel=a&channel=b (SPEC §4). Refusals
+ * happen before the stream opens (400/401/403); once open, trouble ends the
+ * stream with a retry hint, never a 503 or 204.
+ */
+export async function openEventStream(ctx: NodeContext, req: IncomingMessage, res: ServerResponse, url: URL, corsHeaders: Record<string, string>): Promise<void> {
+  const channels = channelsOf(url);
+  if (channels.length > ctx.settings['max-subscriptions']) throw badRequest(`at most ${ctx.settings['max-subscriptions']} channels per stream`);
+  const principal = await authenticateStream(ctx, req, url);
+  for (const channel of channels) {
+    if (!principal.canSubscribe(channel)) throw new HeraldError('forbidden', `not permitted to subscribe to ${channel}`);
+  }
+  const lastEventId = headerValue(req.headers['last-event-id']) ?? url.searchParams.get('lastEventId') ?? undefined;
+  const resume = parseLastEventId(lastEventId, channels);
+  const stream = new SseStream(ctx, req, res, ctx.nextClientId(), principal, channels);
+  if (ctx.draining()) {
+    // Opened only to tell the browser to come back (to another node) later.
+    res.writeHead(200, { ...corsHeaders, 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform' });
+    res.end(`retry: ${ctx.settings['sse-retry']}\n\n`);
+    return;
+  }
+  await stream.start(resume, corsHeaders);
+}
+
+function channelsOf(url: URL): string[] {
+  const path = url.pathname;
+  if (path === '/events' || path === '/events/') {
+    const names = url.searchParams.getAll('channel');
+    if (names.length === 0) throw badRequest('at least one ?channel= is required');
+    return [...new Set(names.map(assertChannelName))];
+  }
+  let name: string;
+  try {
+    name = decodeURIComponent(path.slice('/events/'.length));
+  } catch {
+    throw badRequest('channel is not valid URL encoding');
+  }
+  return [assertChannelName(name)];
+}
+
+/** SPEC §6: Authorization: Bearer, ?token= or cookie herald_token. */
+async function authenticateStream(ctx: NodeContext, req: IncomingMessage, url: URL): Promise<Principal> {
+  const token = bearerToken(req) ?? url.searchParams.get('token') ?? cookieValue(req, 'herald_token');
+  if (token === undefined || token === null) {
+    if (ctx.auth.required) throw new HeraldError('unauthorized', 'a token is required');
+    return ANONYMOUS;
+  }
+  return ctx.auth.verify(token);
+}
+
+export function bearerToken(req: IncomingMessage): string | undefined {
+  const header = req.headers.authorization;
+  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return match ? match[1] : undefined;
+}
+
+function cookieValue(req: IncomingMessage, name: string): string | undefined {
+  const cookies = req.headers.cookie;
+  if (!cookies) return undefined;
+  for (const part of cookies.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

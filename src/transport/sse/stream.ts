@@ -1,0 +1,137 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Principal } from '../../auth/principal.js';
+import type { Drainable, NodeContext } from '../../context.js';
+import type { Subscriber, Subscription } from '../../core/hub.js';
+import type { OutboundPublication } from '../../core/outbound.js';
+import { formatPosition, type Position } from '../../core/position.js';
+import type { HeartbeatMember } from '../heartbeat.js';
+import { writeBatched, type Batchable } from '../write-batch.js';
+import { formatStreamId, type ResumePoint } from './last-event-id.js';
+
+const PING_COMMENT = Buffer.from(': ping\n\n');
+/** A stream whose reader stopped reading is destroyed this long after it was told to go. */
+const SLOW_READER_GRACE_MS = 1000;
+/** A position no history can satisfy: how a malformed Last-Event-ID becomes a reset (SPEC §4). */
+const UNRECOVERABLE: Position = { offset: -1, epoch: '-' };
+
+/**
+ * One Server-Sent Events response (SPEC §4), subscribed to one or more
+ * channels. Single-channel streams write each publication's shared bytes
+ * as they are; multiplexed streams prefix their own id line.
+ */
+export class SseStream implements Subscriber, HeartbeatMember, Batchable, Drainable {
+  corked = false;
+  readonly tracksPresence = false;
+  private readonly subscriptions: Subscription[] = [];
+  private readonly positions = new Map<string, string>();
+  private ended = false;
+
+  constructor(
+    private readonly ctx: NodeContext,
+    private readonly req: IncomingMessage,
+    readonly stream: ServerResponse,
+    readonly id: string,
+    private readonly principal: Principal,
+    private readonly channels: readonly string[],
+  ) {}
+
+  get user(): string | undefined {
+    return this.principal.user;
+  }
+
+  async start(resume: Map<string, ResumePoint>, extraHeaders: Record<string, string>): Promise<void> {
+    const res = this.stream;
+    res.writeHead(200, {
+      ...extraHeaders,
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache, no-transform',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no',
+    });
+    res.write(`retry: ${this.ctx.settings['sse-retry']}\nevent: connected\ndata: {"status":"ok","client":"${this.id}"}\n\n`);
+    this.req.socket.setNoDelay(true);
+    res.on('close', () => this.onClose());
+    res.on('error', () => this.onClose());
+    this.ctx.streams.add(this);
+    this.ctx.heartbeat.add(this);
+    this.ctx.log.debug({ client: this.id, channels: this.channels.length }, 'sse open');
+
+    try {
+      for (const channel of this.channels) {
+        const since = resume.get(channel);
+        const subscription = await this.ctx.hub.subscribe(this, channel, { since: since === 'invalid' ? UNRECOVERABLE : since }, (subscription, outcome) => {
+          this.subscriptions.push(subscription);
+          this.positions.set(channel, formatPosition(outcome.position));
+          if (outcome.resetReason !== undefined) this.writeReset(channel, outcome.resetReason);
+        });
+        if (!subscription) return;
+        if (this.ended) return void this.ctx.hub.unsubscribe(subscription);
+      }
+      // An id-only block sets the browser's Last-Event-ID without firing an event,
+      // so a reconnect before the first publication still resumes from here.
+      this.write(Buffer.from(`id: ${formatStreamId(this.channels, this.positions)}\n\n`));
+    } catch {
+      // Never answer 503 to an EventSource (it would stop retrying): end with a retry hint instead.
+      this.drain();
+    }
+  }
+
+  deliver(pub: OutboundPublication): void {
+    if (this.channels.length === 1) {
+      this.write(pub.sseEvent);
+      return;
+    }
+    this.positions.set(pub.pub.channel, pub.position);
+    this.write(Buffer.concat([Buffer.from(`id: ${formatStreamId(this.channels, this.positions)}\n`), pub.sseBody]));
+  }
+
+  reset(subscription: Subscription, reason: string, position: Position): void {
+    this.positions.set(subscription.channel, formatPosition(position));
+    this.writeReset(subscription.channel, reason);
+  }
+
+  heartbeat(): void {
+    this.write(PING_COMMENT);
+  }
+
+  drain(): void {
+    if (this.ended) return;
+    if (!this.stream.writableEnded) this.stream.end(`retry: ${this.ctx.settings['sse-retry']}\n\n`);
+    this.onClose();
+  }
+
+  terminate(): void {
+    this.stream.destroy();
+    this.onClose();
+  }
+
+  private writeReset(channel: string, reason: string): void {
+    const position = this.positions.get(channel);
+    const data = JSON.stringify({ channel, reason, position });
+    this.write(Buffer.from(`id: ${formatStreamId(this.channels, this.positions)}\nevent: reset\ndata: ${data}\n\n`));
+  }
+
+  private write(bytes: Buffer): void {
+    if (this.ended || this.stream.writableEnded) return;
+    writeBatched(this, bytes);
+    if (this.stream.writableLength > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
+  }
+
+  private dropSlowReader(): void {
+    this.ctx.metrics.drops.inc({ reason: 'slow_consumer' });
+    this.ctx.metrics.closes.inc({ code: '4008' });
+    this.stream.end('event: disconnect\ndata: {"code":4008,"reconnect":true}\n\n');
+    setTimeout(() => this.stream.destroy(), SLOW_READER_GRACE_MS).unref();
+    this.onClose();
+  }
+
+  private onClose(): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const subscription of this.subscriptions) this.ctx.hub.unsubscribe(subscription);
+    this.subscriptions.length = 0;
+    this.ctx.streams.delete(this);
+    this.ctx.heartbeat.delete(this);
+    this.ctx.log.debug({ client: this.id }, 'sse closed');
+  }
+}

@@ -1,0 +1,149 @@
+import type { Socket } from 'node:net';
+import { WebSocket } from 'ws';
+import type { Principal } from '../../auth/principal.js';
+import type { Drainable, NodeContext } from '../../context.js';
+import { CloseCode } from '../../core/errors.js';
+import type { Subscriber, Subscription } from '../../core/hub.js';
+import type { OutboundPublication } from '../../core/outbound.js';
+import type { Position } from '../../core/position.js';
+import { encodeTextFrame } from '../../protocol/frame.js';
+import type { HeartbeatMember } from '../heartbeat.js';
+import { writeBatched, type Batchable } from '../write-batch.js';
+
+/** Back-pointer from a ws WebSocket to its connection, so listeners can be shared functions. */
+const CONNECTION = Symbol('herald.connection');
+type TaggedWebSocket = WebSocket & { [CONNECTION]?: WebSocketConnection };
+
+/** A slow consumer that cannot even take its close frame is cut off after this long. */
+export const SLOW_CONSUMER_GRACE_MS = 1000;
+
+/**
+ * What room mode and protocol mode share: writing pre-built frames with
+ * per-tick batching, the outbound-buffer limit, heartbeats, and releasing
+ * every subscription when the socket goes away.
+ */
+export abstract class WebSocketConnection implements Subscriber, HeartbeatMember, Batchable, Drainable {
+  corked = false;
+  readonly stream: Socket;
+  readonly subscriptions = new Map<string, Subscription>();
+  abstract readonly tracksPresence: boolean;
+  protected lastSeen = Date.now();
+  protected closed = false;
+
+  constructor(
+    protected readonly ctx: NodeContext,
+    protected readonly ws: WebSocket,
+    readonly id: string,
+    protected principal: Principal,
+  ) {
+    this.stream = (ws as unknown as { _socket: Socket })._socket;
+    (ws as TaggedWebSocket)[CONNECTION] = this;
+    ws.on('message', onSocketMessage);
+    ws.on('pong', onSocketActivity);
+    ws.on('ping', onSocketActivity);
+    ws.on('close', onSocketClose);
+    ws.on('error', onSocketError);
+    ctx.websockets.add(this);
+    ctx.heartbeat.add(this);
+  }
+
+  get user(): string | undefined {
+    return this.principal.user;
+  }
+
+  abstract deliver(pub: OutboundPublication, subscription: Subscription): void;
+  abstract reset(subscription: Subscription, reason: string, position: Position): void;
+  protected abstract handleMessage(data: Buffer, isBinary: boolean): void;
+
+  /** Writes one complete frame, batched with others in this tick. */
+  writeFrame(frame: Buffer): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    writeBatched(this, frame);
+    if (this.stream.writableLength > this.ctx.settings['max-outbound-buffer']) this.dropSlowConsumer();
+  }
+
+  sendText(text: string): void {
+    this.writeFrame(encodeTextFrame(Buffer.from(text)));
+  }
+
+  close(code: number, reason: string): void {
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
+      this.ctx.metrics.closes.inc({ code: String(code) });
+    }
+    this.ws.close(code, reason);
+  }
+
+  drain(): void {
+    this.close(CloseCode.goingAway, 'server shutting down');
+  }
+
+  terminate(): void {
+    this.ws.terminate();
+  }
+
+  heartbeat(now: number): void {
+    if (now - this.lastSeen > 2 * this.ctx.heartbeat.intervalMs) {
+      this.ctx.metrics.closes.inc({ code: 'no_pong' });
+      this.ctx.log.debug({ client: this.id }, 'heartbeat timeout');
+      this.ws.terminate();
+      return;
+    }
+    if (this.ws.readyState === WebSocket.OPEN) this.sendPing();
+  }
+
+  protected sendPing(): void {
+    this.ws.ping();
+  }
+
+  markActive(): void {
+    this.lastSeen = Date.now();
+  }
+
+  onMessage(data: Buffer, isBinary: boolean): void {
+    this.lastSeen = Date.now();
+    try {
+      this.handleMessage(data, isBinary);
+    } catch (err) {
+      this.ctx.log.error({ err, client: this.id }, 'message handler failed');
+      this.close(1011, 'internal error');
+    }
+  }
+
+  onClose(code: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const subscription of this.subscriptions.values()) this.ctx.hub.unsubscribe(subscription);
+    this.subscriptions.clear();
+    this.ctx.websockets.delete(this);
+    this.ctx.heartbeat.delete(this);
+    this.ctx.log.debug({ client: this.id, code }, 'websocket closed');
+  }
+
+  private dropSlowConsumer(): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ctx.metrics.drops.inc({ reason: 'slow_consumer' });
+    this.close(CloseCode.slowConsumer, 'slow consumer');
+    // It is not reading, so it may never take the close frame either.
+    setTimeout(() => this.ws.terminate(), SLOW_CONSUMER_GRACE_MS).unref();
+  }
+}
+
+function connectionOf(ws: WebSocket): WebSocketConnection | undefined {
+  return (ws as TaggedWebSocket)[CONNECTION];
+}
+
+function onSocketMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  connectionOf(this)?.onMessage(data, isBinary);
+}
+
+function onSocketActivity(this: WebSocket): void {
+  connectionOf(this)?.markActive();
+}
+
+function onSocketClose(this: WebSocket, code: number): void {
+  connectionOf(this)?.onClose(code);
+}
+
+function onSocketError(this: WebSocket): void {
+  // ws closes the socket itself (1002/1007/1008/1009 or a reset); 'close' follows and frees everything.
+}

@@ -1,0 +1,170 @@
+import type { WebSocket } from 'ws';
+import type { Principal } from '../../auth/principal.js';
+import type { NodeContext } from '../../context.js';
+import { assertChannelName } from '../../core/channel-name.js';
+import { badRequest, CloseCode, HeraldError } from '../../core/errors.js';
+import type { Subscription } from '../../core/hub.js';
+import { encodeHistoryEntry, type OutboundPublication } from '../../core/outbound.js';
+import { formatPosition, parsePosition, type Position } from '../../core/position.js';
+import type { PresenceEvent } from '../../core/presence.js';
+import { encodeTextFrame } from '../../protocol/frame.js';
+import { parseEventName, parseHistoryQuery } from '../../protocol/fields.js';
+import { WebSocketConnection } from './connection.js';
+
+const PING_FRAME = encodeTextFrame(Buffer.from('{"type":"ping"}'));
+
+type Command = Record<string, unknown> & { type: string; id: number };
+
+/**
+ * herald.v1 (SPEC §3b): several channels per connection, acknowledged
+ * commands with correlation ids, recovery with `since`, presence.
+ */
+export class ProtocolConnection extends WebSocketConnection {
+  readonly tracksPresence = true;
+
+  constructor(ctx: NodeContext, ws: WebSocket, id: string, principal: Principal) {
+    super(ctx, ws, id, principal);
+  }
+
+  start(): void {
+    const user = this.user === undefined ? '' : `,"user":${JSON.stringify(this.user)}`;
+    this.sendText(`{"type":"connected","client":"${this.id}"${user},"pingInterval":${this.ctx.settings['ping-interval']}}`);
+  }
+
+  deliver(pub: OutboundPublication): void {
+    this.writeFrame(pub.protocolFrame);
+  }
+
+  reset(subscription: Subscription, reason: string, position: Position): void {
+    this.sendReset(subscription.channel, reason, position);
+  }
+
+  presence(event: PresenceEvent): void {
+    const user = event.info.user === undefined ? '' : `,"user":${JSON.stringify(event.info.user)}`;
+    this.sendText(`{"type":"${event.type}","channel":${JSON.stringify(event.channel)},"client":${JSON.stringify(event.info.client)}${user}}`);
+  }
+
+  protected override sendPing(): void {
+    super.sendPing();
+    this.writeFrame(PING_FRAME);
+  }
+
+  protected handleMessage(data: Buffer, isBinary: boolean): void {
+    if (isBinary) return this.close(CloseCode.unsupportedData, 'binary frames are not accepted');
+    let message: unknown;
+    try {
+      message = JSON.parse(data.toString('utf8'));
+    } catch {
+      return this.close(CloseCode.invalidPayload, 'frame must be JSON');
+    }
+    if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+      return this.sendError(undefined, badRequest('frame must be a JSON object'));
+    }
+    const command = message as Record<string, unknown>;
+    if (command.type === 'pong') return;
+    const id = command.id;
+    if (typeof id !== 'number' || !Number.isSafeInteger(id)) {
+      return this.sendError(undefined, badRequest('command needs a numeric "id"'));
+    }
+    this.dispatch(command as Command).catch((err: unknown) => this.sendError(id, err));
+  }
+
+  private async dispatch(command: Command): Promise<void> {
+    switch (command.type) {
+      case 'subscribe':
+        return this.subscribe(command);
+      case 'unsubscribe':
+        return this.unsubscribe(command);
+      case 'publish':
+        return this.publish(command);
+      case 'history':
+        return this.history(command);
+      case 'presence':
+        return this.listPresence(command);
+      case 'auth':
+        return this.authenticate(command);
+      default:
+        throw badRequest(`unknown command type ${JSON.stringify(String(command.type)).slice(0, 64)}`);
+    }
+  }
+
+  private async subscribe(command: Command): Promise<void> {
+    const channel = assertChannelName(command.channel);
+    if (!this.principal.canSubscribe(channel)) throw new HeraldError('forbidden', `not permitted to subscribe to ${channel}`);
+    if (this.subscriptions.has(channel)) throw badRequest(`already subscribed to ${channel}`);
+    const limit = this.ctx.settings['max-subscriptions'];
+    if (this.subscriptions.size >= limit) throw badRequest(`subscription limit reached (${limit})`);
+    if (command.presence !== undefined && typeof command.presence !== 'boolean') throw badRequest('"presence" must be a boolean');
+    if (command.since !== undefined && typeof command.since !== 'string') throw badRequest('"since" must be a position string');
+    const since = command.since === undefined ? undefined : parsePosition(command.since);
+    // A malformed `since` is answered like an unrecoverable one: a reset, never an error (TESTPLAN P10).
+    const sinceOrImpossible = command.since !== undefined && since === undefined ? { offset: -1, epoch: '-' } : since;
+    const subscription = await this.ctx.hub.subscribe(
+      this,
+      channel,
+      { since: sinceOrImpossible, presence: command.presence === true },
+      (subscription, outcome) => {
+        this.subscriptions.set(channel, subscription);
+        const position = formatPosition(outcome.position);
+        this.sendText(`{"id":${command.id},"type":"subscribed","channel":${JSON.stringify(channel)},"position":"${position}","recovered":${outcome.recovered}}`);
+        if (outcome.resetReason !== undefined) this.sendReset(channel, outcome.resetReason, outcome.position);
+      },
+    );
+    if (subscription && this.closed) this.ctx.hub.unsubscribe(subscription);
+  }
+
+  private async unsubscribe(command: Command): Promise<void> {
+    const channel = assertChannelName(command.channel);
+    const subscription = this.subscriptions.get(channel);
+    if (!subscription) throw new HeraldError('not_found', `not subscribed to ${channel}`);
+    this.subscriptions.delete(channel);
+    this.ctx.hub.unsubscribe(subscription);
+    this.sendText(`{"id":${command.id},"type":"unsubscribed","channel":${JSON.stringify(channel)}}`);
+  }
+
+  private async publish(command: Command): Promise<void> {
+    const channel = assertChannelName(command.channel);
+    if (!('data' in command) || command.data === undefined) throw badRequest('"data" is required');
+    const event = parseEventName(command.event);
+    if (!this.principal.canPublish(channel)) throw new HeraldError('forbidden', `not permitted to publish to ${channel}`);
+    const data = JSON.stringify(command.data);
+    if (Buffer.byteLength(data) > this.ctx.settings['max-message-size']) throw new HeraldError('too_large', 'data exceeds --max-message-size');
+    const position = await this.ctx.hub.publish({ channel, event, data });
+    this.sendText(`{"id":${command.id},"type":"published","channel":${JSON.stringify(channel)},"position":"${formatPosition(position)}"}`);
+  }
+
+  private async history(command: Command): Promise<void> {
+    const channel = assertChannelName(command.channel);
+    if (!this.principal.canSubscribe(channel)) throw new HeraldError('forbidden', `not permitted to read ${channel}`);
+    const { since, limit } = parseHistoryQuery(command.since, command.limit);
+    const result = await this.ctx.hub.history(channel, since, limit);
+    const publications = result.publications.map(encodeHistoryEntry).join(',');
+    this.sendText(`{"id":${command.id},"type":"history","channel":${JSON.stringify(channel)},"publications":[${publications}],"position":"${formatPosition(result.position)}"}`);
+  }
+
+  private async listPresence(command: Command): Promise<void> {
+    const channel = assertChannelName(command.channel);
+    if (!this.principal.canSubscribe(channel)) throw new HeraldError('forbidden', `not permitted to see presence of ${channel}`);
+    const clients = await this.ctx.hub.presence(channel);
+    this.sendText(JSON.stringify({ id: command.id, type: 'presence', channel, clients }));
+  }
+
+  private async authenticate(command: Command): Promise<void> {
+    if (typeof command.token !== 'string') throw badRequest('"token" must be a string');
+    const principal = await this.ctx.auth.verify(command.token);
+    this.principal = principal;
+    this.sendText(JSON.stringify({ id: command.id, type: 'authed', user: principal.user ?? null }));
+  }
+
+  private sendReset(channel: string, reason: string, position: Position): void {
+    this.sendText(`{"type":"reset","channel":${JSON.stringify(channel)},"reason":${JSON.stringify(reason)},"position":"${formatPosition(position)}"}`);
+  }
+
+  private sendError(id: number | undefined, err: unknown): void {
+    const error = err instanceof HeraldError ? err : new HeraldError('unavailable', 'temporarily unavailable');
+    if (!(err instanceof HeraldError)) this.ctx.log.warn({ err, client: this.id }, 'command failed');
+    this.ctx.metrics.rejects.inc({ reason: error.code });
+    const idPart = id === undefined ? '' : `"id":${id},`;
+    this.sendText(`{${idPart}"type":"error","code":"${error.code}","message":${JSON.stringify(error.message)}}`);
+  }
+}

@@ -1,0 +1,106 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { ANONYMOUS, type Principal } from '../../auth/principal.js';
+import type { NodeContext } from '../../context.js';
+import { CloseCode, HeraldError } from '../../core/errors.js';
+import { isValidChannelName } from '../../core/channel-name.js';
+import { SUBPROTOCOL } from '../../protocol/messages.js';
+import { ProtocolConnection } from './protocol-mode.js';
+import { RoomConnection } from './room-mode.js';
+
+/** Fragments per message and buffered chunks: ws defaults (16384 / 262144) are far above what a 64 KiB message needs. */
+export const MAX_FRAGMENTS = 1024;
+export const MAX_BUFFERED_CHUNKS = 16384;
+/** How long a closing handshake may take before the socket is destroyed. */
+export const CLOSE_TIMEOUT_MS = 5000;
+
+/**
+ * Accepts WebSocket upgrades on /ws. Everything that can refuse (path,
+ * draining, origin, token) runs before ws touches the socket, and the socket
+ * has an error listener before any async step, so a reset at any stage
+ * cannot crash the process.
+ */
+export class WebSocketGateway {
+  private readonly wss: WebSocketServer;
+
+  constructor(private readonly ctx: NodeContext) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      perMessageDeflate: false,
+      maxPayload: ctx.settings['max-message-size'],
+      maxFragments: MAX_FRAGMENTS,
+      maxBufferedChunks: MAX_BUFFERED_CHUNKS,
+      closeTimeout: CLOSE_TIMEOUT_MS,
+      handleProtocols: (protocols: Set<string>) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+    } as ConstructorParameters<typeof WebSocketServer>[0]);
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', destroyQuietly);
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname !== '/ws') return refuse(socket, 404, 'Not Found');
+    if (this.ctx.draining()) return refuse(socket, 503, 'Service Unavailable');
+    if (!this.ctx.origins.allows(req)) {
+      this.ctx.metrics.rejects.inc({ reason: 'origin' });
+      return refuse(socket, 403, 'Forbidden');
+    }
+    const room = url.searchParams.get('room');
+    if (room !== null && room !== '' && !isValidChannelName(room)) return refuse(socket, 400, 'Bad Request');
+    const token = url.searchParams.get('token');
+    this.authenticate(token).then(
+      (principal) => {
+        if (socket.destroyed) return;
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, principal, room));
+      },
+      (err: unknown) => {
+        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
+        refuse(socket, err instanceof HeraldError && err.code === 'forbidden' ? 403 : 401, 'Unauthorized');
+      },
+    );
+  }
+
+  private async authenticate(token: string | null): Promise<Principal> {
+    if (token !== null) return this.ctx.auth.verify(token);
+    return ANONYMOUS;
+  }
+
+  private accept(ws: WebSocket, req: IncomingMessage, principal: Principal, room: string | null): void {
+    const id = this.ctx.nextClientId();
+    this.ctx.log.debug({ client: id, ip: req.socket.remoteAddress, mode: ws.protocol || 'room' }, 'websocket open');
+    if (ws.protocol === SUBPROTOCOL) {
+      new ProtocolConnection(this.ctx, ws, id, principal).start();
+      return;
+    }
+    if (!room) {
+      this.ctx.metrics.closes.inc({ code: String(CloseCode.roomRequired) });
+      ws.on('error', ignoreError);
+      ws.close(CloseCode.roomRequired, 'Room ID required');
+      return;
+    }
+    if (!principal.canSubscribe(room)) {
+      ws.on('error', ignoreError);
+      ws.close(CloseCode.forbidden, 'not permitted to join this room');
+      return;
+    }
+    new RoomConnection(this.ctx, ws, id, principal, room).start();
+  }
+
+  close(): void {
+    this.wss.close();
+  }
+}
+
+function refuse(socket: Duplex, status: number, text: string): void {
+  if (!socket.writable) return void socket.destroy();
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+function destroyQuietly(this: Duplex): void {
+  this.destroy();
+}
+
+
+/** A socket already being closed for a policy reason; its errors need no handling beyond not crashing. */
+function ignoreError(): void {}
