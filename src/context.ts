@@ -4,6 +4,8 @@ import type { OriginPolicy } from './auth/origin.js';
 import type { Settings } from './config/schema.js';
 import type { Hub } from './core/hub.js';
 import type { HeraldMetrics } from './metrics.js';
+import type { TokenBucket } from './core/token-bucket.js';
+import type { ConnectionsPerIp, DeadlineSweep } from './transport/deadlines.js';
 import type { HeartbeatSweep } from './transport/heartbeat.js';
 
 /** Something the node must close on shutdown. */
@@ -21,6 +23,11 @@ export interface NodeContext {
   readonly log: Logger;
   readonly metrics: HeraldMetrics;
   readonly heartbeat: HeartbeatSweep;
+  /** First-message auth deadlines and token expiry. */
+  readonly deadlines: DeadlineSweep;
+  readonly connectionsPerIp: ConnectionsPerIp;
+  /** Rate of room messages / protocol commands per connection. */
+  readonly messageBucket: TokenBucket;
   readonly auth: Authenticator;
   readonly origins: OriginPolicy;
   readonly websockets: Set<Drainable>;

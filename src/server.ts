@@ -1,24 +1,25 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { OriginPolicy } from './auth/origin.js';
+import { JwtAuthenticator } from './auth/jwt.js';
 import { OPEN_ACCESS, type Authenticator } from './auth/principal.js';
 import type { Broker } from './broker/broker.js';
 import { createBroker } from './broker/create.js';
 import type { Settings } from './config/schema.js';
 import type { Drainable, NodeContext } from './context.js';
 import { Hub } from './core/hub.js';
+import { createListener, type HttpListener } from './http/listener.js';
 import { HttpRouter } from './http/router.js';
 import { createLogger } from './log.js';
 import { HeraldMetrics } from './metrics.js';
+import { TokenBucket } from './core/token-bucket.js';
+import { ConnectionsPerIp, DeadlineSweep } from './transport/deadlines.js';
 import { HeartbeatSweep } from './transport/heartbeat.js';
 import { WebSocketGateway } from './transport/websocket/upgrade.js';
 
-/** Node's header timeout is 60 s; a slowloris needs far less to hold a socket (TESTPLAN A4). */
-export const HEADERS_TIMEOUT_MS = 10_000;
-export const REQUEST_TIMEOUT_MS = 30_000;
-export const MAX_HEADERS_COUNT = 100;
 
 export interface StartOptions {
   logger?: Logger;
@@ -31,7 +32,11 @@ export interface HeraldServer {
   /** http://host:port of this node, for tests and logs. */
   readonly url: string;
   readonly ctx: NodeContext;
-  readonly http: Server;
+  readonly http: HttpListener;
+  /** The separate metrics listener (--metrics-port), if any. */
+  readonly metricsHttp?: Server;
+  /** Re-reads the TLS certificate and key (SIGHUP). */
+  reloadTls(): void;
   /** Graceful drain (SPEC §1 --shutdown-timeout); resolves when everything is closed. */
   stop(): Promise<void>;
 }
@@ -63,7 +68,10 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
     log,
     metrics,
     heartbeat: new HeartbeatSweep(settings['ping-interval'] * 1000),
-    auth: options.authenticator ?? OPEN_ACCESS,
+    deadlines: new DeadlineSweep(),
+    connectionsPerIp: new ConnectionsPerIp(settings['max-connections-per-ip']),
+    messageBucket: new TokenBucket(settings['message-rate'], settings['message-burst']),
+    auth: options.authenticator ?? JwtAuthenticator.fromSettings(settings) ?? OPEN_ACCESS,
     origins: new OriginPolicy(settings['allowed-origins']),
     websockets,
     streams,
@@ -74,12 +82,13 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
   await hub.start();
   const router = new HttpRouter(ctx);
   const gateway = new WebSocketGateway(ctx);
-  const http = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => router.handle(req, res));
-  http.maxHeadersCount = MAX_HEADERS_COUNT;
-  http.on('upgrade', (req, socket, head) => gateway.handleUpgrade(req, socket, head));
-  http.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-    else socket.destroy();
+  const listener = createListener(settings, (req, res) => router.handle(req, res), (req, socket, head) => gateway.handleUpgrade(req, socket, head));
+  const http = listener.server;
+  // server.close() leaves open sockets open; remember them so shutdown can close them.
+  const openSockets = new Set<Socket>();
+  http.on(listener.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    openSockets.add(socket);
+    socket.once('close', () => openSockets.delete(socket));
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -90,8 +99,9 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
     });
   });
   const port = (http.address() as AddressInfo).port;
+  const metricsHttp = settings['metrics-port'] === undefined ? undefined : await listenForMetrics(settings['metrics-port'], settings.host, metrics);
   const displayHost = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
-  log.info({ port, host: settings.host, broker: broker.kind }, `herald listening on http://${displayHost}:${port}`);
+  log.info({ port, host: settings.host, broker: broker.kind, tls: listener.tls }, `herald listening on ${listener.tls ? 'https' : 'http'}://${displayHost}:${port}`);
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -106,11 +116,30 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
       for (const connection of [...websockets, ...streams]) connection.terminate();
-      http.closeAllConnections();
+      for (const socket of openSockets) socket.destroy();
+      metricsHttp?.close();
       ctx.heartbeat.stop();
+      ctx.deadlines.stop();
       await broker.close();
       log.info('stopped');
     })());
 
-  return { port, url: `http://${displayHost}:${port}`, ctx, http, stop };
+  const scheme = listener.tls ? 'https' : 'http';
+  return { port, url: `${scheme}://${displayHost}:${port}`, ctx, http, metricsHttp, reloadTls: listener.reloadTls, stop };
+}
+
+/** --metrics-port: Prometheus text on its own listener, so it need not be exposed with the API. */
+async function listenForMetrics(port: number, host: string, metrics: HeraldMetrics): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    metrics.registry.metrics().then((text) => {
+      res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
+      res.end(text);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  return server;
 }

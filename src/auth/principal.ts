@@ -13,6 +13,12 @@ export const ANONYMOUS: Principal = Object.freeze({
   canPublish: () => true,
 });
 
+/** A connection that has not authenticated yet may do nothing. */
+export const UNAUTHENTICATED: Principal = Object.freeze({
+  canSubscribe: () => false,
+  canPublish: () => false,
+});
+
 export interface Authenticator {
   /** True when a key is configured, so every connection needs a token. */
   readonly required: boolean;

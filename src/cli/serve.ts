@@ -27,6 +27,14 @@ export async function serve(argv: readonly string[]): Promise<void> {
       },
     );
   };
+  process.on('SIGHUP', () => {
+    try {
+      server.reloadTls();
+      log.info('TLS certificate reloaded');
+    } catch (err) {
+      log.error({ err }, 'TLS certificate reload failed; keeping the old one');
+    }
+  });
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaughtException'));

@@ -20,6 +20,12 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
   }
   const lastEventId = headerValue(req.headers['last-event-id']) ?? url.searchParams.get('lastEventId') ?? undefined;
   const resume = parseLastEventId(lastEventId, channels);
+  const ip = req.socket.remoteAddress ?? '';
+  if (!ctx.connectionsPerIp.tryAcquire(ip)) {
+    ctx.metrics.rejects.inc({ reason: 'connection_limit' });
+    throw new HeraldError('rate_limited', 'too many connections from this address');
+  }
+  res.once('close', () => ctx.connectionsPerIp.release(ip));
   const stream = new SseStream(ctx, req, res, ctx.nextClientId(), principal, channels);
   if (ctx.draining()) {
     // Opened only to tell the browser to come back (to another node) later.

@@ -33,7 +33,7 @@ export class HttpRouter {
       if (!res.headersSent) sendError(res, error, cors);
       else res.end();
       // A refused upload may still be arriving; do not keep reading it.
-      if (!req.complete) req.socket.destroySoon();
+      if (!req.complete && req.httpVersionMajor === 1) req.socket.destroySoon();
     });
   }
 
@@ -58,6 +58,7 @@ export class HttpRouter {
       case '/readyz':
         return this.readiness(res);
       case '/metrics':
+        if (this.ctx.settings['metrics-port'] !== undefined) break;
         return this.metrics(req, res);
       case '/herald.js':
         if (await serveClientBundle(res)) return;

@@ -4,6 +4,7 @@ import type { Drainable, NodeContext } from '../../context.js';
 import type { Subscriber, Subscription } from '../../core/hub.js';
 import type { OutboundPublication } from '../../core/outbound.js';
 import { formatPosition, type Position } from '../../core/position.js';
+import type { DeadlineMember } from '../deadlines.js';
 import type { HeartbeatMember } from '../heartbeat.js';
 import { writeBatched, type Batchable } from '../write-batch.js';
 import { formatStreamId, type ResumePoint } from './last-event-id.js';
@@ -19,7 +20,7 @@ const UNRECOVERABLE: Position = { offset: -1, epoch: '-' };
  * channels. Single-channel streams write each publication's shared bytes
  * as they are; multiplexed streams prefix their own id line.
  */
-export class SseStream implements Subscriber, HeartbeatMember, Batchable, Drainable {
+export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, Batchable, Drainable {
   corked = false;
   readonly tracksPresence = false;
   private readonly subscriptions: Subscription[] = [];
@@ -41,19 +42,22 @@ export class SseStream implements Subscriber, HeartbeatMember, Batchable, Draina
 
   async start(resume: Map<string, ResumePoint>, extraHeaders: Record<string, string>): Promise<void> {
     const res = this.stream;
+    const http1 = this.req.httpVersionMajor === 1;
     res.writeHead(200, {
       ...extraHeaders,
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache, no-transform',
-      Connection: 'keep-alive',
+      // HTTP/2 forbids connection-specific headers.
+      ...(http1 ? { Connection: 'keep-alive' } : {}),
       'X-Accel-Buffering': 'no',
     });
     res.write(`retry: ${this.ctx.settings['sse-retry']}\nevent: connected\ndata: {"status":"ok","client":"${this.id}"}\n\n`);
-    this.req.socket.setNoDelay(true);
+    if (http1) this.req.socket.setNoDelay(true);
     res.on('close', () => this.onClose());
     res.on('error', () => this.onClose());
     this.ctx.streams.add(this);
     this.ctx.heartbeat.add(this);
+    if (this.principal.expiresAt !== undefined) this.ctx.deadlines.set(this, this.principal.expiresAt);
     this.ctx.log.debug({ client: this.id, channels: this.channels.length }, 'sse open');
 
     try {
@@ -94,6 +98,11 @@ export class SseStream implements Subscriber, HeartbeatMember, Batchable, Draina
     this.write(PING_COMMENT);
   }
 
+  /** The token expired: SSE has no close codes, so say it in an event (TESTPLAN §5), then end. */
+  onDeadline(): void {
+    this.endWith('event: disconnect\ndata: {"code":4401,"reason":"token expired","reconnect":true}\n\n');
+  }
+
   drain(): void {
     if (this.ended) return;
     if (!this.stream.writableEnded) this.stream.end(`retry: ${this.ctx.settings['sse-retry']}\n\n`);
@@ -120,7 +129,13 @@ export class SseStream implements Subscriber, HeartbeatMember, Batchable, Draina
   private dropSlowReader(): void {
     this.ctx.metrics.drops.inc({ reason: 'slow_consumer' });
     this.ctx.metrics.closes.inc({ code: '4008' });
-    this.stream.end('event: disconnect\ndata: {"code":4008,"reconnect":true}\n\n');
+    this.endWith('event: disconnect\ndata: {"code":4008,"reason":"slow consumer","reconnect":true}\n\n');
+  }
+
+  /** Ends the stream with a last word; a reader that is not reading is cut off after a grace period. */
+  private endWith(text: string): void {
+    if (this.ended) return;
+    if (!this.stream.writableEnded) this.stream.end(text);
     setTimeout(() => this.stream.destroy(), SLOW_READER_GRACE_MS).unref();
     this.onClose();
   }
@@ -132,6 +147,7 @@ export class SseStream implements Subscriber, HeartbeatMember, Batchable, Draina
     this.subscriptions.length = 0;
     this.ctx.streams.delete(this);
     this.ctx.heartbeat.delete(this);
+    this.ctx.deadlines.delete(this);
     this.ctx.log.debug({ client: this.id }, 'sse closed');
   }
 }

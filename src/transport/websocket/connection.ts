@@ -1,12 +1,14 @@
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
-import type { Principal } from '../../auth/principal.js';
+import { UNAUTHENTICATED, type Principal } from '../../auth/principal.js';
 import type { Drainable, NodeContext } from '../../context.js';
-import { CloseCode } from '../../core/errors.js';
+import { CloseCode, HeraldError } from '../../core/errors.js';
 import type { Subscriber, Subscription } from '../../core/hub.js';
 import type { OutboundPublication } from '../../core/outbound.js';
 import type { Position } from '../../core/position.js';
 import { encodeTextFrame } from '../../protocol/frame.js';
+import { MAX_STRIKES, type BucketState } from '../../core/token-bucket.js';
+import type { DeadlineMember } from '../deadlines.js';
 import type { HeartbeatMember } from '../heartbeat.js';
 import { writeBatched, type Batchable } from '../write-batch.js';
 
@@ -22,21 +24,30 @@ export const SLOW_CONSUMER_GRACE_MS = 1000;
  * per-tick batching, the outbound-buffer limit, heartbeats, and releasing
  * every subscription when the socket goes away.
  */
-export abstract class WebSocketConnection implements Subscriber, HeartbeatMember, Batchable, Drainable {
+export abstract class WebSocketConnection implements Subscriber, HeartbeatMember, DeadlineMember, Batchable, Drainable {
   corked = false;
   readonly stream: Socket;
   readonly subscriptions = new Map<string, Subscription>();
   abstract readonly tracksPresence: boolean;
   protected lastSeen = Date.now();
   protected closed = false;
+  /** No token yet: only a first `auth` message is accepted until the auth deadline (SPEC §6). */
+  protected awaitingAuth: boolean;
+  protected principal: Principal;
+  private readonly bucket: BucketState;
 
   constructor(
     protected readonly ctx: NodeContext,
     protected readonly ws: WebSocket,
     readonly id: string,
-    protected principal: Principal,
+    principal: Principal | undefined,
   ) {
     this.stream = (ws as unknown as { _socket: Socket })._socket;
+    this.principal = principal ?? UNAUTHENTICATED;
+    this.awaitingAuth = principal === undefined;
+    this.bucket = ctx.messageBucket.initialState(this.lastSeen);
+    if (principal === undefined) ctx.deadlines.set(this, this.lastSeen + ctx.settings['auth-timeout'] * 1000);
+    else if (principal.expiresAt !== undefined) ctx.deadlines.set(this, principal.expiresAt);
     (ws as TaggedWebSocket)[CONNECTION] = this;
     ws.on('message', onSocketMessage);
     ws.on('pong', onSocketActivity);
@@ -81,6 +92,38 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
     this.ws.terminate();
   }
 
+  /** The auth deadline passed without a token, or the token expired without a refresh. */
+  onDeadline(): void {
+    if (this.awaitingAuth) this.close(CloseCode.authTimeout, 'authentication timeout');
+    else this.close(CloseCode.unauthorized, 'token expired');
+  }
+
+  /** Verifies a token sent in a message and adopts it; a refresh must be for the same user. */
+  protected async adoptToken(token: unknown): Promise<Principal> {
+    if (typeof token !== 'string') throw new HeraldError('bad_request', '"token" must be a string');
+    const principal = await this.ctx.auth.verify(token);
+    if (!this.awaitingAuth && this.ctx.auth.required && principal.user !== this.principal.user) {
+      throw new HeraldError('forbidden', 'a refreshed token must be for the same user');
+    }
+    if (this.closed) return principal;
+    this.principal = principal;
+    this.awaitingAuth = false;
+    if (principal.expiresAt !== undefined) this.ctx.deadlines.set(this, principal.expiresAt);
+    else this.ctx.deadlines.delete(this);
+    return principal;
+  }
+
+  /**
+   * Token-bucket check for one inbound message. Returns false when it must
+   * be refused; continued abuse closes the connection with 4429.
+   */
+  protected withinRateLimit(): boolean {
+    if (this.ctx.messageBucket.take(this.bucket, this.lastSeen)) return true;
+    this.ctx.metrics.rejects.inc({ reason: 'rate_limited' });
+    if (this.bucket.strikes >= MAX_STRIKES) this.close(CloseCode.rateLimited, 'rate limit exceeded');
+    return false;
+  }
+
   heartbeat(now: number): void {
     if (now - this.lastSeen > 2 * this.ctx.heartbeat.intervalMs) {
       this.ctx.metrics.closes.inc({ code: 'no_pong' });
@@ -116,6 +159,7 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
     this.subscriptions.clear();
     this.ctx.websockets.delete(this);
     this.ctx.heartbeat.delete(this);
+    this.ctx.deadlines.delete(this);
     this.ctx.log.debug({ client: this.id, code }, 'websocket closed');
   }
 

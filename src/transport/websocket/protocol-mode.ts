@@ -22,7 +22,7 @@ type Command = Record<string, unknown> & { type: string; id: number };
 export class ProtocolConnection extends WebSocketConnection {
   readonly tracksPresence = true;
 
-  constructor(ctx: NodeContext, ws: WebSocket, id: string, principal: Principal) {
+  constructor(ctx: NodeContext, ws: WebSocket, id: string, principal: Principal | undefined) {
     super(ctx, ws, id, principal);
   }
 
@@ -65,6 +65,10 @@ export class ProtocolConnection extends WebSocketConnection {
     const id = command.id;
     if (typeof id !== 'number' || !Number.isSafeInteger(id)) {
       return this.sendError(undefined, badRequest('command needs a numeric "id"'));
+    }
+    if (!this.withinRateLimit()) return this.sendError(id, new HeraldError('rate_limited', 'too many commands; slow down'));
+    if (this.awaitingAuth && command.type !== 'auth') {
+      return this.sendError(id, new HeraldError('unauthorized', 'authenticate first: {"type":"auth","token"}'));
     }
     this.dispatch(command as Command).catch((err: unknown) => this.sendError(id, err));
   }
@@ -149,10 +153,20 @@ export class ProtocolConnection extends WebSocketConnection {
     this.sendText(JSON.stringify({ id: command.id, type: 'presence', channel, clients }));
   }
 
+  /** First-message auth (a bad token closes 4401) or a refresh on a live connection (a bad token is an error). */
   private async authenticate(command: Command): Promise<void> {
-    if (typeof command.token !== 'string') throw badRequest('"token" must be a string');
-    const principal = await this.ctx.auth.verify(command.token);
-    this.principal = principal;
+    const firstMessage = this.awaitingAuth;
+    let principal: Principal;
+    try {
+      principal = await this.adoptToken(command.token);
+    } catch (err) {
+      if (firstMessage && err instanceof HeraldError && err.code === 'unauthorized') {
+        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
+        this.sendError(command.id, err);
+        return this.close(CloseCode.unauthorized, 'invalid token');
+      }
+      throw err;
+    }
     this.sendText(JSON.stringify({ id: command.id, type: 'authed', user: principal.user ?? null }));
   }
 

@@ -16,17 +16,26 @@ const TRY_AGAIN_LATER = 1013;
 export class RoomConnection extends WebSocketConnection {
   readonly tracksPresence = true;
 
+  /** While a first-message token is being verified, later messages wait for the outcome. */
+  private authenticating: Promise<void> | undefined;
+
   constructor(
     ctx: NodeContext,
     ws: WebSocket,
     id: string,
-    principal: Principal,
+    principal: Principal | undefined,
     private readonly room: string,
   ) {
     super(ctx, ws, id, principal);
   }
 
+  /** Joins the room now, or after the first-message `auth` when no token came with the upgrade. */
   start(): void {
+    if (!this.awaitingAuth) this.join();
+  }
+
+  private join(): void {
+    if (!this.principal.canSubscribe(this.room)) return this.close(CloseCode.forbidden, 'not permitted to join this room');
     const hub = this.ctx.hub;
     hub
       .subscribe(this, this.room, {}, (subscription) => this.subscriptions.set(this.room, subscription))
@@ -34,6 +43,24 @@ export class RoomConnection extends WebSocketConnection {
         if (subscription && this.closed) hub.unsubscribe(subscription);
       })
       .catch(() => this.close(TRY_AGAIN_LATER, 'broker unavailable'));
+  }
+
+  /** SPEC §6: room mode accepts {"type":"auth","token"} as its first message. */
+  private authenticateFirstMessage(message: unknown): void {
+    const token = (message as { type?: unknown; token?: unknown } | null)?.type === 'auth' ? (message as { token?: unknown }).token : undefined;
+    if (typeof token !== 'string') return this.close(CloseCode.unauthorized, 'first message must be {"type":"auth","token"}');
+    this.authenticating = this.adoptToken(token).then(
+      (principal) => {
+        this.authenticating = undefined;
+        this.sendText(JSON.stringify({ type: 'authed', user: principal.user ?? null }));
+        this.join();
+      },
+      () => {
+        this.authenticating = undefined;
+        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
+        this.close(CloseCode.unauthorized, 'invalid token');
+      },
+    );
   }
 
   deliver(pub: OutboundPublication): void {
@@ -44,13 +71,21 @@ export class RoomConnection extends WebSocketConnection {
   reset(_subscription: Subscription): void {}
 
   protected handleMessage(data: Buffer, isBinary: boolean): void {
+    if (this.authenticating) {
+      void this.authenticating.then(() => this.handleMessage(data, isBinary));
+      return;
+    }
     if (isBinary) return this.close(CloseCode.unsupportedData, 'binary frames are not accepted');
     const text = data.toString('utf8');
+    let message: unknown;
     try {
-      JSON.parse(text);
+      message = JSON.parse(text);
     } catch {
       return this.close(CloseCode.invalidPayload, 'message must be JSON');
     }
+    if (this.awaitingAuth) return this.authenticateFirstMessage(message);
+    // Room mode has no error replies, so a message over the rate is refused by closing 4429, never dropped silently.
+    if (!this.withinRateLimit()) return this.close(CloseCode.rateLimited, 'rate limit exceeded');
     if (!this.principal.canPublish(this.room)) return this.close(CloseCode.forbidden, 'publish not permitted');
     // Room mode has no answers, so a publish the broker refuses closes the connection rather than vanish.
     this.ctx.hub.publish({ channel: this.room, data: text, sender: this.id }).catch(() => this.close(TRY_AGAIN_LATER, 'broker unavailable'));

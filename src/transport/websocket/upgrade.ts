@@ -48,27 +48,40 @@ export class WebSocketGateway {
     }
     const room = url.searchParams.get('room');
     if (room !== null && room !== '' && !isValidChannelName(room)) return refuse(socket, 400, 'Bad Request');
+    const ip = req.socket.remoteAddress ?? '';
+    const perIp = this.ctx.connectionsPerIp;
+    if (!perIp.tryAcquire(ip)) {
+      this.ctx.metrics.rejects.inc({ reason: 'connection_limit' });
+      return refuse(socket, 429, 'Too Many Requests', 'Retry-After: 5\r\n');
+    }
+    socket.once('close', () => perIp.release(ip));
     const token = url.searchParams.get('token');
     this.authenticate(token).then(
       (principal) => {
         if (socket.destroyed) return;
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, principal, room));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, ip, principal, room));
       },
       (err: unknown) => {
         this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
-        refuse(socket, err instanceof HeraldError && err.code === 'forbidden' ? 403 : 401, 'Unauthorized');
+        if (err instanceof HeraldError && err.code === 'forbidden') refuse(socket, 403, 'Forbidden');
+        else refuse(socket, 401, 'Unauthorized');
       },
     );
   }
 
-  private async authenticate(token: string | null): Promise<Principal> {
+  /**
+   * A token on the upgrade is checked before the socket opens (bad → 401).
+   * Without one, `undefined` means "authenticate with the first message" when
+   * auth is on, and anonymous access when it is off.
+   */
+  private async authenticate(token: string | null): Promise<Principal | undefined> {
     if (token !== null) return this.ctx.auth.verify(token);
-    return ANONYMOUS;
+    return this.ctx.auth.required ? undefined : ANONYMOUS;
   }
 
-  private accept(ws: WebSocket, req: IncomingMessage, principal: Principal, room: string | null): void {
+  private accept(ws: WebSocket, ip: string, principal: Principal | undefined, room: string | null): void {
     const id = this.ctx.nextClientId();
-    this.ctx.log.debug({ client: id, ip: req.socket.remoteAddress, mode: ws.protocol || 'room' }, 'websocket open');
+    this.ctx.log.debug({ client: id, ip, mode: ws.protocol || 'room' }, 'websocket open');
     if (ws.protocol === SUBPROTOCOL) {
       new ProtocolConnection(this.ctx, ws, id, principal).start();
       return;
@@ -79,11 +92,6 @@ export class WebSocketGateway {
       ws.close(CloseCode.roomRequired, 'Room ID required');
       return;
     }
-    if (!principal.canSubscribe(room)) {
-      ws.on('error', ignoreError);
-      ws.close(CloseCode.forbidden, 'not permitted to join this room');
-      return;
-    }
     new RoomConnection(this.ctx, ws, id, principal, room).start();
   }
 
@@ -92,9 +100,9 @@ export class WebSocketGateway {
   }
 }
 
-function refuse(socket: Duplex, status: number, text: string): void {
+function refuse(socket: Duplex, status: number, text: string, extraHeaders = ''): void {
   if (!socket.writable) return void socket.destroy();
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.end(`HTTP/1.1 ${status} ${text}\r\n${extraHeaders}Connection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 
 function destroyQuietly(this: Duplex): void {

@@ -1,0 +1,67 @@
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { Settings } from '../config/schema.js';
+import { ConfigError } from '../config/load.js';
+
+/** Node's header timeout is 60 s; a slowloris needs far less to hold a socket (TESTPLAN A4). */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+export type HttpListener = Server | Http2SecureServer;
+
+export interface Listener {
+  readonly server: HttpListener;
+  readonly tls: boolean;
+  /** Re-reads --tls-cert / --tls-key (SIGHUP); connections keep their old certificate. */
+  reloadTls(): void;
+}
+
+/**
+ * Plain HTTP/1.1, or with --tls-cert/--tls-key one TLS listener that speaks
+ * HTTP/2 (so browsers are not limited to 6 SSE streams per origin) and
+ * HTTP/1.1 (for WebSocket upgrades and old clients), chosen by ALPN.
+ */
+export function createListener(
+  settings: Settings,
+  onRequest: (req: IncomingMessage, res: ServerResponse) => void,
+  onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
+): Listener {
+  const certPath = settings['tls-cert'];
+  const keyPath = settings['tls-key'];
+  let server: HttpListener;
+  let reloadTls = () => {};
+  if (certPath !== undefined && keyPath !== undefined) {
+    const secure = createSecureServer({
+      ...readTlsFiles(certPath, keyPath),
+      allowHTTP1: true,
+      maxSessionMemory: 10,
+      settings: { maxHeaderListSize: settings['max-header-size'] },
+    });
+    secure.on('request', onRequest as never);
+    reloadTls = () => secure.setSecureContext(readTlsFiles(certPath, keyPath));
+    server = secure;
+  } else {
+    const plain = createServer(
+      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, maxHeaderSize: settings['max-header-size'] },
+      onRequest,
+    );
+    plain.maxHeadersCount = settings['max-headers'];
+    server = plain;
+  }
+  server.on('upgrade', onUpgrade);
+  server.on('clientError' as never, (_err: Error, socket: Duplex) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+  return { server, tls: certPath !== undefined, reloadTls };
+}
+
+function readTlsFiles(certPath: string, keyPath: string): { cert: Buffer; key: Buffer } {
+  try {
+    return { cert: readFileSync(certPath), key: readFileSync(keyPath) };
+  } catch (err) {
+    throw new ConfigError('tls-cert', `cannot read TLS files: ${(err as Error).message}`);
+  }
+}
