@@ -326,6 +326,7 @@ export class Hub implements BrokerListener {
 }
 
 function resetReason(since: Position, result: HistoryResult): string {
+  if (since.offset < 0) return 'invalid position';
   if (since.epoch !== result.position.epoch) return 'epoch changed';
   if (since.offset > result.position.offset) return 'position ahead of history';
   return 'history expired';
