@@ -24,6 +24,7 @@ export interface SubscribeOptions {
 }
 
 export interface SubscribeOutcome {
+  /** The position the subscriber is at once subscribed: catch-up and live publications follow it. */
   readonly position: Position;
   /** True only when `since` was given and every publication after it was recovered. */
   readonly recovered: boolean;
@@ -164,7 +165,8 @@ export class Hub implements BrokerListener {
     }
 
     const outcome: SubscribeOutcome = {
-      position: { offset: lastOffset, epoch },
+      // Where this subscriber's stream starts: every publication delivered after the answer comes after it.
+      position: recovered ? since : result.position,
       recovered,
       resetReason: since === undefined || recovered ? undefined : resetReason(since, result),
     };

@@ -81,11 +81,11 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
   }
 
   deliver(pub: OutboundPublication): void {
+    this.positions.set(pub.pub.channel, pub.position);
     if (this.channels.length === 1) {
       this.write(pub.sseEvent);
       return;
     }
-    this.positions.set(pub.pub.channel, pub.position);
     this.write(Buffer.concat([Buffer.from(`id: ${formatStreamId(this.channels, this.positions)}\n`), pub.sseBody]));
   }
 
