@@ -33,7 +33,7 @@ export type ServerMessage =
   | { id: number; type: 'subscribed'; channel: string; position: string; recovered: boolean }
   | { id: number; type: 'unsubscribed'; channel: string }
   | { id: number; type: 'published'; channel: string; position: string }
-  | { id: number; type: 'history'; channel: string; publications: WirePublication[] }
+  | { id: number; type: 'history'; channel: string; publications: WirePublication[]; position: string }
   | { id: number; type: 'presence'; channel: string; clients: WirePresenceClient[] }
   | ({ type: 'message' } & WirePublication)
   | { type: 'join' | 'leave'; channel: string; client: string; user?: string }

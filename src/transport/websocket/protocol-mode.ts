@@ -21,6 +21,15 @@ type Command = Record<string, unknown> & { type: string; id: number };
  */
 export class ProtocolConnection extends WebSocketConnection {
   readonly tracksPresence = true;
+  /**
+   * Subscribes still reading history, by channel. A second subscribe to the
+   * channel is refused, the subscription limit counts them, and an
+   * unsubscribe waits for them — otherwise it would answer `not_found` and the
+   * subscription would go live afterwards, never to be released.
+   */
+  private readonly subscribing = new Map<string, Promise<void>>();
+  /** While a first-message token is verified, later commands wait for the outcome instead of being refused. */
+  private authenticating: Promise<void> | undefined;
 
   constructor(ctx: NodeContext, ws: WebSocket, id: string, principal: Principal | undefined) {
     super(ctx, ws, id, principal);
@@ -50,6 +59,10 @@ export class ProtocolConnection extends WebSocketConnection {
   }
 
   protected handleMessage(data: Buffer, isBinary: boolean): void {
+    if (this.authenticating) {
+      void this.authenticating.then(() => this.handleMessage(data, isBinary));
+      return;
+    }
     if (isBinary) return this.close(CloseCode.unsupportedData, 'binary frames are not accepted');
     let message: unknown;
     try {
@@ -70,7 +83,8 @@ export class ProtocolConnection extends WebSocketConnection {
     if (this.awaitingAuth && command.type !== 'auth') {
       return this.sendError(id, new HeraldError('unauthorized', 'authenticate first: {"type":"auth","token"}'));
     }
-    this.dispatch(command as Command).catch((err: unknown) => this.sendError(id, err));
+    const done = this.dispatch(command as Command).catch((err: unknown) => this.sendError(id, err));
+    if (this.awaitingAuth) this.authenticating = done.finally(() => (this.authenticating = undefined));
   }
 
   private async dispatch(command: Command): Promise<void> {
@@ -95,30 +109,40 @@ export class ProtocolConnection extends WebSocketConnection {
   private async subscribe(command: Command): Promise<void> {
     const channel = assertChannelName(command.channel);
     if (!this.principal.canSubscribe(channel)) throw new HeraldError('forbidden', `not permitted to subscribe to ${channel}`);
-    if (this.subscriptions.has(channel)) throw badRequest(`already subscribed to ${channel}`);
+    if (this.subscriptions.has(channel) || this.subscribing.has(channel)) throw badRequest(`already subscribed to ${channel}`);
     const limit = this.ctx.settings['max-subscriptions'];
-    if (this.subscriptions.size >= limit) throw badRequest(`subscription limit reached (${limit})`);
+    if (this.subscriptions.size + this.subscribing.size >= limit) throw badRequest(`subscription limit reached (${limit})`);
     if (command.presence !== undefined && typeof command.presence !== 'boolean') throw badRequest('"presence" must be a boolean');
     if (command.since !== undefined && typeof command.since !== 'string') throw badRequest('"since" must be a position string');
     const since = command.since === undefined ? undefined : parsePosition(command.since);
     // A malformed `since` is answered like an unrecoverable one: a reset, never an error (TESTPLAN P10).
     const sinceOrImpossible = command.since !== undefined && since === undefined ? { offset: -1, epoch: '-' } : since;
-    const subscription = await this.ctx.hub.subscribe(
+    const attempt = this.ctx.hub.subscribe(
       this,
       channel,
       { since: sinceOrImpossible, presence: command.presence === true },
       (subscription, outcome) => {
+        this.subscribing.delete(channel);
         this.subscriptions.set(channel, subscription);
+        // `outcome.position` is where the stream starts: the catch-up and live publications that follow come after it.
         const position = formatPosition(outcome.position);
         this.sendText(`{"id":${command.id},"type":"subscribed","channel":${JSON.stringify(channel)},"position":"${position}","recovered":${outcome.recovered}}`);
         if (outcome.resetReason !== undefined) this.sendReset(channel, outcome.resetReason, outcome.position);
       },
     );
+    const settled = attempt.then(ignore, ignore);
+    this.subscribing.set(channel, settled);
+    void settled.then(() => {
+      if (this.subscribing.get(channel) === settled) this.subscribing.delete(channel);
+    });
+    const subscription = await attempt;
     if (subscription && this.closed) this.ctx.hub.unsubscribe(subscription);
   }
 
   private async unsubscribe(command: Command): Promise<void> {
     const channel = assertChannelName(command.channel);
+    const inFlight = this.subscribing.get(channel);
+    if (inFlight) await inFlight;
     const subscription = this.subscriptions.get(channel);
     if (!subscription) throw new HeraldError('not_found', `not subscribed to ${channel}`);
     this.subscriptions.delete(channel);
@@ -182,3 +206,5 @@ export class ProtocolConnection extends WebSocketConnection {
     this.sendText(`{${idPart}"type":"error","code":"${error.code}","message":${JSON.stringify(error.message)}}`);
   }
 }
+
+function ignore(): void {}

@@ -14,6 +14,8 @@ export const MAX_FRAGMENTS = 1024;
 export const MAX_BUFFERED_CHUNKS = 16384;
 /** How long a closing handshake may take before the socket is destroyed. */
 export const CLOSE_TIMEOUT_MS = 5000;
+/** Room for a herald.v1 command around its `data`: id, type, channel (≤ 255), event (≤ 128), keys and quotes. */
+export const PROTOCOL_ENVELOPE_BYTES = 4096;
 
 /**
  * Accepts WebSocket upgrades on /ws. Everything that can refuse (path,
@@ -23,18 +25,16 @@ export const CLOSE_TIMEOUT_MS = 5000;
  */
 export class WebSocketGateway {
   private readonly wss: WebSocketServer;
+  /**
+   * herald.v1 frames wrap `data` in a command envelope, so they may exceed
+   * --max-message-size by PROTOCOL_ENVELOPE_BYTES: a publish whose data is
+   * over the limit is then answered `too_large` instead of closing with 1009.
+   */
+  private readonly protocolWss: WebSocketServer;
 
   constructor(private readonly ctx: NodeContext) {
-    this.wss = new WebSocketServer({
-      noServer: true,
-      clientTracking: false,
-      perMessageDeflate: false,
-      maxPayload: ctx.settings['max-message-size'],
-      maxFragments: MAX_FRAGMENTS,
-      maxBufferedChunks: MAX_BUFFERED_CHUNKS,
-      closeTimeout: CLOSE_TIMEOUT_MS,
-      handleProtocols: (protocols: Set<string>) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
-    } as ConstructorParameters<typeof WebSocketServer>[0]);
+    this.wss = createWebSocketServer(ctx.settings['max-message-size']);
+    this.protocolWss = createWebSocketServer(ctx.settings['max-message-size'] + PROTOCOL_ENVELOPE_BYTES);
   }
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -59,7 +59,8 @@ export class WebSocketGateway {
     this.authenticate(token).then(
       (principal) => {
         if (socket.destroyed) return;
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, ip, principal, room));
+        const wss = offersSubprotocol(req) ? this.protocolWss : this.wss;
+        wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, ip, principal, room));
       },
       (err: unknown) => {
         this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
@@ -97,7 +98,26 @@ export class WebSocketGateway {
 
   close(): void {
     this.wss.close();
+    this.protocolWss.close();
   }
+}
+
+function createWebSocketServer(maxPayload: number): WebSocketServer {
+  return new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    maxPayload,
+    maxFragments: MAX_FRAGMENTS,
+    maxBufferedChunks: MAX_BUFFERED_CHUNKS,
+    closeTimeout: CLOSE_TIMEOUT_MS,
+    handleProtocols: (protocols: Set<string>) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+  } as ConstructorParameters<typeof WebSocketServer>[0]);
+}
+
+function offersSubprotocol(req: IncomingMessage): boolean {
+  const header = req.headers['sec-websocket-protocol'];
+  return typeof header === 'string' && header.split(',').some((p) => p.trim() === SUBPROTOCOL);
 }
 
 function refuse(socket: Duplex, status: number, text: string, extraHeaders = ''): void {
