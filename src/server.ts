@@ -19,6 +19,7 @@ import { TokenBucket } from './core/token-bucket.js';
 import { ConnectionsPerIp, DeadlineSweep } from './transport/deadlines.js';
 import { HeartbeatSweep } from './transport/heartbeat.js';
 import { WebSocketGateway } from './transport/websocket/upgrade.js';
+import { DemoOrderTicker } from './demo/ticker.js';
 
 
 export interface StartOptions {
@@ -102,11 +103,15 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
   const metricsHttp = settings['metrics-port'] === undefined ? undefined : await listenForMetrics(settings['metrics-port'], settings.host, metrics);
   const displayHost = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
   log.info({ port, host: settings.host, broker: broker.kind, tls: listener.tls }, `herald listening on ${listener.tls ? 'https' : 'http'}://${displayHost}:${port}`);
+  // --demo: the orders dashboard's live data, published through the hub like any other publication.
+  const demoTicker = settings.demo ? new DemoOrderTicker(hub, log) : undefined;
+  demoTicker?.start();
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       draining = true;
+      demoTicker?.stop();
       log.info({ websockets: websockets.size, streams: streams.size }, 'draining');
       http.close();
       gateway.close();
