@@ -45,7 +45,7 @@ export interface HeraldServer {
 /** Assembles config → broker → hub → transports and starts listening. */
 export async function startHerald(settings: Settings, options: StartOptions = {}): Promise<HeraldServer> {
   const log = options.logger ?? createLogger(settings['log-level']);
-  const broker = options.broker ?? createBroker(settings);
+  const broker = options.broker ?? createBroker(settings, log);
   const hub = new Hub(broker, { historySize: settings['history-size'] }, (err, context) => log.warn({ err, context }, 'hub error'));
   const websockets = new Set<Drainable>();
   const streams = new Set<Drainable>();

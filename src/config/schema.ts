@@ -3,6 +3,8 @@
  * (SPEC §1). Flags are the keys in kebab-case; env vars are HERALD_<KEY>;
  * the JSON config file may use kebab-case or camelCase keys.
  */
+import { parseBrokerUrl } from './broker-url.js';
+
 export type SettingType = 'string' | 'integer' | 'number' | 'boolean';
 
 export interface SettingSpec {
@@ -15,15 +17,19 @@ export interface SettingSpec {
   readonly check?: (value: never) => string | undefined;
 }
 
-const brokerUrl = (value: string) =>
-  value === 'memory' || /^(redis|rediss|nats):\/\/[^\s]+$/.test(value)
-    ? undefined
-    : 'must be "memory", redis://host:port[/db] or nats://host:port';
+const brokerUrl = (value: string) => {
+  try {
+    parseBrokerUrl(value);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+};
 
 export const SETTINGS = {
   host: { type: 'string', default: '0.0.0.0', description: 'listen address' },
   port: { type: 'integer', default: 8080, min: 0, max: 65535, description: 'listen port (0 = any free port)' },
-  broker: { type: 'string', default: 'memory', description: 'memory, redis://host:port[/db] or nats://host:port', check: brokerUrl },
+  broker: { type: 'string', default: 'memory', description: 'memory, redis://host:port[/db] or nats://host:port (tuning: ?probe_interval=&command_timeout=&presence_ttl=&prefix=)', check: brokerUrl },
   'history-size': { type: 'integer', default: 100, min: 0, max: 1_000_000, description: 'publications kept per channel (0 = off)' },
   'history-ttl': { type: 'number', default: 300, min: 0.001, max: 31_536_000, description: 'seconds a channel history lives after its last publication' },
   'ping-interval': { type: 'number', default: 30, min: 0.05, max: 3600, description: 'seconds between heartbeats' },
