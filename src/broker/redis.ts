@@ -98,8 +98,9 @@ export class RedisBroker implements Broker {
       // Reconnect forever, backing off to one attempt per second.
       retryStrategy: (attempt) => (this.closed ? null : Math.min(50 * attempt, 1000)),
     };
-    this.commands = new Redis(this.options.url, { ...failFast, connectionName: 'herald-commands', ...this.options.commandConnection }) as Redis & HeraldCommands;
-    this.subscriber = new Redis(this.options.url, { ...failFast, autoResubscribe: false, connectionName: 'herald-subscriber', ...this.options.subscriberConnection });
+    const target = connectionOptionsOf(this.options.url);
+    this.commands = new Redis({ ...target, ...failFast, connectionName: 'herald-commands', ...this.options.commandConnection }) as Redis & HeraldCommands;
+    this.subscriber = new Redis({ ...target, ...failFast, autoResubscribe: false, connectionName: 'herald-subscriber', ...this.options.subscriberConnection });
     this.defineScripts();
     this.watchCommandConnection();
     this.watchSubscriberConnection();
@@ -356,6 +357,20 @@ export class RedisBroker implements Broker {
     this.log?.debug({ err: (err as Error)?.message, what }, 'redis command refused');
     return unavailable(`broker unavailable: redis ${what} failed`);
   }
+}
+
+/** redis[s]://[user:pass@]host[:port][/db] as ioredis options (so per-connection overrides can win). */
+function connectionOptionsOf(url: string): RedisOptions {
+  const parsed = new URL(url);
+  const options: RedisOptions = {
+    host: parsed.hostname.replace(/^\[|\]$/g, ''),
+    port: parsed.port === '' ? 6379 : Number(parsed.port),
+    db: parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0,
+  };
+  if (parsed.username) options.username = decodeURIComponent(parsed.username);
+  if (parsed.password) options.password = decodeURIComponent(parsed.password);
+  if (parsed.protocol === 'rediss:') options.tls = {};
+  return options;
 }
 
 /** `p<offset>,<epoch>,<envelope>` as the publish script sends it. */
