@@ -9,6 +9,7 @@ commands:
   serve [flags]                 start a node
   publish CHANNEL JSON [--event E] [--url U] [--api-key K]
   token --sub USER [--channels 'a:*'] [--publish 'a:*'] [--ttl 3600]
+  bench [scenario …] [flags]    load test against the peers (herald bench --help)
 
 serve flags (env HERALD_<FLAG>, JSON file --config):
 ${Object.entries(SETTINGS)
@@ -28,6 +29,17 @@ export async function main(argv: readonly string[]): Promise<void> {
       case 'token': {
         const { tokenCommand } = await import('./token.js');
         return await tokenCommand(rest);
+      }
+      case 'bench': {
+        // The load generator lives in bench/ and needs the devDependencies (peers); load it only when asked.
+        const { runBench, BenchUsageError } = await import('../../bench/run.js');
+        try {
+          await runBench(rest);
+        } catch (err) {
+          if (err instanceof BenchUsageError) throw new ConfigError('bench', err.message);
+          throw err;
+        }
+        return;
       }
       case undefined:
       case 'help':
