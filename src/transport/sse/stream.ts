@@ -59,6 +59,9 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
     this.ctx.heartbeat.add(this);
     if (this.principal.expiresAt !== undefined) this.ctx.deadlines.set(this, this.principal.expiresAt);
     this.ctx.log.debug({ client: this.id, channels: this.channels.length }, 'sse open');
+    // Until a channel is subscribed, ids carry the position it resumes from: a
+    // stream cut while a later channel is still subscribing must not forget it.
+    for (const [channel, since] of resume) if (since !== 'invalid') this.positions.set(channel, formatPosition(since));
 
     try {
       for (const channel of this.channels) {
