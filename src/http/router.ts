@@ -30,10 +30,13 @@ export class HttpRouter {
       const error = err instanceof HeraldError ? err : new HeraldError('unavailable', 'temporarily unavailable');
       if (!(err instanceof HeraldError)) this.ctx.log.error({ err, path: url.pathname }, 'request failed');
       this.ctx.metrics.rejects.inc({ reason: error.code });
+      // A refused upload may still be arriving; do not keep reading it. (Once the
+      // body iterator gave up, req.socket is already null: use the response's socket.)
+      const unread = !req.complete && req.httpVersionMajor === 1;
+      if (unread && !res.headersSent) res.setHeader('Connection', 'close');
       if (!res.headersSent) sendError(res, error, cors);
       else res.end();
-      // A refused upload may still be arriving; do not keep reading it.
-      if (!req.complete && req.httpVersionMajor === 1) req.socket.destroySoon();
+      if (unread) (req.socket ?? res.socket)?.destroySoon();
     });
   }
 
