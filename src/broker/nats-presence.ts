@@ -1,19 +1,30 @@
-import type { KV } from 'nats';
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type KV } from 'nats';
+import { unavailable } from '../core/errors.js';
 import type { PresenceInfo, PresenceStore } from '../core/presence.js';
 import { parsePresenceInfo } from './envelope.js';
+import { readStored } from './nats-read.js';
 import type { NatsSubjects } from './nats-subjects.js';
+
+export interface PresenceHandles {
+  readonly kv: KV;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+}
+
+const textDecoder = new TextDecoder();
 
 /**
  * Presence in a JetStream KV bucket whose entries expire after the bucket's
  * TTL; every node re-puts its own clients every `ttl / 3`, so a crashed
  * node's clients disappear within the TTL, and a bucket lost with the server's
- * storage is rebuilt by the next refresh.
+ * storage is rebuilt by the next refresh. Listing reads the last entry per key
+ * of the channel straight from the bucket's stream.
  */
 export class NatsPresenceStore implements PresenceStore {
   private readonly localByChannel = new Map<string, Map<string, string>>();
 
   constructor(
-    private readonly bucket: () => KV | undefined,
+    private readonly handles: () => PresenceHandles | undefined,
     private readonly subjects: NatsSubjects,
     readonly ttlMs: number,
     private readonly timeoutMs: number,
@@ -24,7 +35,7 @@ export class NatsPresenceStore implements PresenceStore {
     let clients = this.localByChannel.get(channel);
     if (!clients) this.localByChannel.set(channel, (clients = new Map()));
     clients.set(info.client, json);
-    await this.requireBucket().put(this.subjects.presenceKey(channel, info.client), json);
+    await this.requireHandles().kv.put(this.subjects.presenceKey(channel, info.client), json);
   }
 
   async remove(channel: string, client: string): Promise<void> {
@@ -33,44 +44,30 @@ export class NatsPresenceStore implements PresenceStore {
       clients.delete(client);
       if (clients.size === 0) this.localByChannel.delete(channel);
     }
-    await this.requireBucket().delete(this.subjects.presenceKey(channel, client));
+    await this.requireHandles().kv.delete(this.subjects.presenceKey(channel, client));
   }
 
   async list(channel: string): Promise<PresenceInfo[]> {
-    const bucket = this.requireBucket();
+    const { js, jsm } = this.requireHandles();
     const clients: PresenceInfo[] = [];
-    // A watcher replays the last value of every matching key, then says it is initialized.
-    let initialized = false;
-    let watcher: { stop(): void } | undefined;
-    const iterator = await bucket.watch({
-      key: this.subjects.presenceKeys(channel),
-      initializedFn: () => {
-        initialized = true;
-        watcher?.stop();
-      },
-    });
-    watcher = iterator;
-    if (initialized) iterator.stop();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      iterator.stop();
-    }, this.timeoutMs);
+    const bucket = this.subjects.presenceBucket;
+    const config = { filter_subject: `$KV.${bucket}.${this.subjects.presenceKeys(channel)}`, deliver_policy: DeliverPolicy.LastPerSubject };
     try {
-      for await (const entry of iterator) {
-        if (entry.operation !== 'PUT') continue;
-        const info = parsePresenceInfo(entry.string());
+      await readStored(js, jsm, `KV_${bucket}`, config, this.timeoutMs, (msg) => {
+        const operation = msg.headers?.get('KV-Operation');
+        if (operation === 'DEL' || operation === 'PURGE') return true;
+        const info = parsePresenceInfo(textDecoder.decode(msg.data));
         if (info) clients.push(info);
-      }
-    } finally {
-      clearTimeout(timer);
+        return true;
+      });
+    } catch {
+      throw unavailable('broker unavailable: nats presence read failed');
     }
-    if (timedOut) throw new Error('presence list timed out');
     return clients;
   }
 
   async refresh(): Promise<void> {
-    const bucket = this.bucket();
+    const bucket = this.handles()?.kv;
     if (!bucket) return;
     const puts: Promise<unknown>[] = [];
     for (const [channel, clients] of this.localByChannel) {
@@ -79,9 +76,9 @@ export class NatsPresenceStore implements PresenceStore {
     await Promise.all(puts);
   }
 
-  private requireBucket(): KV {
-    const bucket = this.bucket();
-    if (!bucket) throw new Error('presence bucket not ready');
-    return bucket;
+  private requireHandles(): PresenceHandles {
+    const handles = this.handles();
+    if (!handles) throw unavailable('broker unavailable: nats presence not ready');
+    return handles;
   }
 }

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import {
-  AckPolicy,
   connect,
   DeliverPolicy,
   DiscardPolicy,
@@ -24,6 +23,7 @@ import type { HistoryQuery, HistoryResult, Publication, PublishRequest } from '.
 import type { Broker, BrokerListener, HistoryLimits } from './broker.js';
 import { decodeEnvelope, decodePresenceEvent, encodeEnvelope, encodePresenceEvent } from './envelope.js';
 import { NatsPresenceStore } from './nats-presence.js';
+import { readStored } from './nats-read.js';
 import { NatsSubjects } from './nats-subjects.js';
 
 export interface NatsBrokerOptions {
@@ -114,7 +114,12 @@ export class NatsBroker implements Broker {
     this.timeoutMs = options.commandTimeoutMs ?? 1000;
     this.ttlMs = Math.max(1, Math.round(options.limits.ttlSeconds * 1000));
     this.log = options.log?.child({ broker: 'nats' });
-    this.presence = new NatsPresenceStore(() => (this.state === 'ready' ? this.bucket : undefined), this.subjects, options.presenceTtlMs ?? 60_000, this.timeoutMs);
+    this.presence = new NatsPresenceStore(
+      () => (this.state === 'ready' && this.bucket ? { kv: this.bucket, js: this.js!, jsm: this.jsm! } : undefined),
+      this.subjects,
+      options.presenceTtlMs ?? 60_000,
+      this.timeoutMs,
+    );
   }
 
   async start(listener: BrokerListener): Promise<void> {
@@ -309,32 +314,17 @@ export class NatsBroker implements Broker {
    * after `top` are ignored, so the run ends exactly at the returned top.
    */
   private async readRange(channel: string, top: ChannelTop, from: number, limit: number): Promise<Publication[]> {
-    const jsm = this.jsm!;
-    const stream = this.subjects.stream;
     const publications: Publication[] = [];
-    let consumerName: string | undefined;
+    const config = { filter_subject: this.subjects.history(channel), deliver_policy: DeliverPolicy.All };
     try {
-      const info = await jsm.consumers.add(stream, {
-        filter_subject: this.subjects.history(channel),
-        deliver_policy: DeliverPolicy.All,
-        ack_policy: AckPolicy.None,
-        mem_storage: true,
-        inactive_threshold: nanos(Math.max(5000, this.timeoutMs * 5)),
-      });
-      consumerName = info.name;
-      if (info.num_pending === 0) return publications;
-      const consumer = await this.js!.consumers.get(stream, info.name);
-      const batch = await consumer.fetch({ max_messages: info.num_pending, expires: Math.max(1000, this.timeoutMs) });
-      for await (const msg of batch) {
-        if (msg.seq > top.seq) break;
+      await readStored(this.js!, this.jsm!, this.subjects.stream, config, this.timeoutMs, (msg) => {
+        if (msg.seq > top.seq) return false;
         const stored = decodeStored(channel, msg.seq, msg.headers, msg.data);
         if (stored?.pub && stored.epoch === top.epoch && stored.offset >= from) publications.push(stored.pub);
-        if (msg.seq === top.seq || publications.length >= limit) break;
-      }
+        return msg.seq < top.seq && publications.length < limit;
+      });
     } catch (err) {
       throw this.refusal('history', err);
-    } finally {
-      if (consumerName) jsm.consumers.delete(stream, consumerName).catch(() => undefined);
     }
     return publications;
   }
@@ -391,7 +381,10 @@ export class NatsBroker implements Broker {
         const nc = this.nc!;
         this.jsm ??= await nc.jetstreamManager({ timeout: this.timeoutMs, checkAPI: false });
         await this.ensureStream();
-        this.bucket = await this.js!.views.kv(this.subjects.presenceBucket, { ttl: this.presence.ttlMs, history: 1, timeout: this.timeoutMs });
+        this.bucket = await this.js!.views
+          .kv(this.subjects.presenceBucket, { ttl: this.presence.ttlMs, history: 1, timeout: this.timeoutMs })
+          // Created by another node with other settings: use it as it is (its TTL wins).
+          .catch(() => this.js!.views.kv(this.subjects.presenceBucket, { bindOnly: true, timeout: this.timeoutMs }));
         await withTimeout(nc.flush(), this.timeoutMs);
       } catch (err) {
         this.setDown(`nats jetstream unavailable: ${(err as Error).message}`);

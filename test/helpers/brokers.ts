@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -119,12 +119,17 @@ export class RedisProcess extends BrokerProcess {
 }
 
 export class NatsProcess extends BrokerProcess {
-  private constructor(port: number, dir: string) {
+  private constructor(
+    port: number,
+    dir: string,
+    /** HTTP monitoring port (/connz, /subsz). */
+    readonly monitorPort: number,
+  ) {
     super(port, dir);
   }
 
   static async start(): Promise<NatsProcess> {
-    const server = new NatsProcess(await freePort(), mkdtempSync(join(tmpdir(), 'herald-nats-')));
+    const server = new NatsProcess(await freePort(), mkdtempSync(join(tmpdir(), 'herald-nats-')), await freePort());
     await server.launch();
     return server;
   }
@@ -133,10 +138,22 @@ export class NatsProcess extends BrokerProcess {
     return `nats://127.0.0.1:${this.port}`;
   }
 
+  /** Deletes the JetStream storage (while stopped): the next launch starts with no streams. */
+  wipeStorage(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+    mkdirSync(this.dir);
+  }
+
+  /** GET a monitoring endpoint, e.g. `connz?subs=1`. */
+  async monitor<T>(path: string): Promise<T> {
+    const response = await fetch(`http://127.0.0.1:${this.monitorPort}/${path}`);
+    return (await response.json()) as T;
+  }
+
   protected command() {
     return {
       binary: 'nats-server',
-      args: ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.dir],
+      args: ['-a', '127.0.0.1', '-p', String(this.port), '-m', String(this.monitorPort), '-js', '-sd', this.dir],
       readyLine: /Server is ready/,
     };
   }

@@ -40,6 +40,13 @@ async function subscribed(peer: ProtocolSocket, channel: string, extra: Record<s
   return answer;
 }
 
+/** Opens an SSE stream and resolves once it is subscribed (its first id block has arrived). */
+async function openSse(url: string, headers: Record<string, string> = {}): Promise<SseReader> {
+  const reader = await SseReader.open(url, headers);
+  await reader.waitUntil(() => reader.lastEventId !== '');
+  return reader;
+}
+
 /** Offsets must run n, n+1, … under one epoch. */
 function assertContiguous(positions: string[], what: string): void {
   for (let i = 1; i < positions.length; i++) {
@@ -89,8 +96,7 @@ describe('three nodes on one Redis (SPEC §7)', () => {
   it('protocol mode and SSE: a publication on one node reaches subscribers on every node with the same position', async () => {
     const peers = await Promise.all(nodes.map((node) => ProtocolSocket.open(node.wsUrl)));
     for (const peer of peers) await subscribed(peer, 'news');
-    const reader = await SseReader.open(`${nodes[2]!.url}/events/news`);
-    await reader.waitFor((e) => e.event === 'connected');
+    const reader = await openSse(`${nodes[2]!.url}/events/news`);
     const sent = await publish(nodes[0]!, 'news', { headline: 'multi-node' }, 'breaking');
     for (const peer of peers) {
       const message = await peer.next('message');
@@ -107,8 +113,7 @@ describe('three nodes on one Redis (SPEC §7)', () => {
     const channel = 'race';
     const peers = await Promise.all(nodes.map((node) => ProtocolSocket.open(node.wsUrl)));
     for (const peer of peers) await subscribed(peer, channel);
-    const reader = await SseReader.open(`${nodes[1]!.url}/events/${channel}`);
-    await reader.waitFor((e) => e.event === 'connected');
+    const reader = await openSse(`${nodes[1]!.url}/events/${channel}`);
     const perNode = 60;
     const acknowledged = await Promise.all(
       nodes.map(async (node, n) => {
@@ -140,8 +145,7 @@ describe('three nodes on one Redis (SPEC §7)', () => {
 
   it('SSE Last-Event-ID resumes on a different node with no gap and no duplicate', async () => {
     const channel = 'resume-sse';
-    const first = await SseReader.open(`${nodes[0]!.url}/events/${channel}`);
-    await first.waitFor((e) => e.event === 'connected');
+    const first = await openSse(`${nodes[0]!.url}/events/${channel}`);
     for (let i = 1; i <= 3; i++) await publish(nodes[1]!, channel, { i });
     await first.waitUntil(() => first.publications.length === 3);
     const lastId = first.publications[2]!.id;
@@ -349,8 +353,7 @@ describe('three nodes on one Redis (SPEC §7)', () => {
     const peer = await ProtocolSocket.open(nodes[1]!.wsUrl);
     const peerId = String(peer.frames[0]!.client);
     await subscribed(peer, channel);
-    const reader = await SseReader.open(`${nodes[2]!.url}/events/${channel}`);
-    await reader.waitFor((e) => e.event === 'connected');
+    const reader = await openSse(`${nodes[2]!.url}/events/${channel}`);
     const member = await TestSocket.open(`${nodes[0]!.wsUrl}?room=${channel}`);
     await until(async () => (await numsub(channel)) === 3, 5000, 'subscribed on three nodes');
     const before = await publish(nodes[0]!, channel, { phase: 'before' });
