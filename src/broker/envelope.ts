@@ -36,11 +36,7 @@ export function decodeEnvelope(text: string, start = 0): EnvelopeFields | undefi
   const event = eventLength === undefined ? undefined : text.slice(cursor, (cursor += eventLength));
   const sender = senderLength === undefined ? undefined : text.slice(cursor, (cursor += senderLength));
   if (cursor > text.length) return undefined;
-  const data = text.slice(cursor);
-  if (event === undefined && sender === undefined) return { data };
-  if (sender === undefined) return { event, data };
-  if (event === undefined) return { sender, data };
-  return { event, sender, data };
+  return { event, sender, data: text.slice(cursor) };
 }
 
 /** `''` → absent (undefined); a decimal → the number; anything else → null (malformed). */
