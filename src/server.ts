@@ -8,6 +8,7 @@ import { JwtAuthenticator } from './auth/jwt.js';
 import { OPEN_ACCESS, type Authenticator } from './auth/principal.js';
 import type { Broker } from './broker/broker.js';
 import { createBroker } from './broker/create.js';
+import { ConfigError } from './config/load.js';
 import type { Settings } from './config/schema.js';
 import type { Drainable, NodeContext } from './context.js';
 import { Hub } from './core/hub.js';
@@ -92,15 +93,17 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
     socket.once('close', () => openSockets.delete(socket));
   });
 
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
-    http.listen(settings.port, settings.host, () => {
-      http.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(http, settings.port, settings.host, 'port');
   const port = (http.address() as AddressInfo).port;
-  const metricsHttp = settings['metrics-port'] === undefined ? undefined : await listenForMetrics(settings['metrics-port'], settings.host, metrics);
+  let metricsHttp: Server | undefined;
+  if (settings['metrics-port'] !== undefined) {
+    try {
+      metricsHttp = await listenForMetrics(settings['metrics-port'], settings.host, metrics);
+    } catch (err) {
+      http.close();
+      throw err;
+    }
+  }
   const displayHost = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
   log.info({ port, host: settings.host, broker: broker.kind, tls: listener.tls }, `herald listening on ${listener.tls ? 'https' : 'http'}://${displayHost}:${port}`);
   // --demo: the orders dashboard's live data, published through the hub like any other publication.
@@ -145,6 +148,26 @@ async function listenForMetrics(port: number, host: string, metrics: HeraldMetri
       res.end(text);
     });
   });
-  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  await listen(server, port, host, 'metrics-port');
   return server;
+}
+
+/**
+ * Listens, turning the errors a bad --host or port causes into a ConfigError
+ * naming the setting (exit 2, SPEC §1) instead of a crash with a stack trace.
+ */
+function listen(server: HttpListener, port: number, host: string, portSetting: 'port' | 'metrics-port'): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') reject(new ConfigError(portSetting, `port ${port} on ${host} is already in use`));
+      else if (err.code === 'EACCES') reject(new ConfigError(portSetting, `not permitted to listen on port ${port}`));
+      else if (err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN') reject(new ConfigError('host', `cannot listen on ${host} (${err.code})`));
+      else reject(err);
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
 }

@@ -1,15 +1,16 @@
-import { loadSettings } from '../config/load.js';
-import { createLogger } from '../log.js';
-import { startHerald } from '../server.js';
+import { ConfigError, loadSettings } from '../config/load.js';
 import { parseArgs } from './args.js';
 
 /** `herald serve [flags]`: runs a node until SIGTERM/SIGINT, then drains and exits 0. */
 export async function serve(argv: readonly string[]): Promise<void> {
   const { flags, positional } = parseArgs(argv);
-  if (positional.length > 0) throw new Error(`unexpected argument ${positional[0]}`);
+  if (positional.length > 0) throw new ConfigError('serve', `unexpected argument "${positional[0]}" (settings are --flags)`);
+  if (flags.config === true || flags.config === false) throw new ConfigError('config', 'needs the path of a JSON file');
   const configFile = typeof flags.config === 'string' ? flags.config : process.env.HERALD_CONFIG;
   delete flags.config;
   const settings = loadSettings({ flags, env: process.env, file: configFile });
+  // Loaded after the settings are known good, so a bad value is refused at once.
+  const [{ createLogger }, { startHerald }] = await Promise.all([import('../log.js'), import('../server.js')]);
   const log = createLogger(settings['log-level']);
   const server = await startHerald(settings, { logger: log });
   let signalled = false;

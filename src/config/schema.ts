@@ -26,6 +26,21 @@ const brokerUrl = (value: string) => {
   }
 };
 
+/** --allowed-origins: `*` or origins exactly as browsers send them, else nothing would ever match. */
+const originList = (value: string) => {
+  for (const entry of value.split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean)) {
+    if (entry === '*') continue;
+    let origin: string;
+    try {
+      origin = new URL(entry).origin;
+    } catch {
+      origin = 'null';
+    }
+    if (origin === 'null' || origin !== entry.toLowerCase()) return `"${entry}" is not an origin: use scheme://host[:port] (no path, no default port) or *`;
+  }
+  return undefined;
+};
+
 export const SETTINGS = {
   host: { type: 'string', default: '0.0.0.0', description: 'listen address' },
   port: { type: 'integer', default: 8080, min: 0, max: 65535, description: 'listen port (0 = any free port)' },
@@ -40,7 +55,7 @@ export const SETTINGS = {
   'jwt-audience': { type: 'string', description: 'required "aud" claim' },
   'jwt-issuer': { type: 'string', description: 'required "iss" claim' },
   'api-key': { type: 'string', description: 'required as "Authorization: Bearer <key>" on /api/*' },
-  'allowed-origins': { type: 'string', description: 'comma list of origins (or *) allowed for WebSocket, SSE and CORS; default: same host' },
+  'allowed-origins': { type: 'string', description: 'comma list of origins (or *) allowed for WebSocket, SSE and CORS; default: same host', check: originList },
   'tls-cert': { type: 'string', description: 'PEM certificate file; serves HTTPS/WSS' },
   'tls-key': { type: 'string', description: 'PEM private key file' },
   demo: { type: 'boolean', default: false, description: 'serve the demo pages and run the demo ticker' },
