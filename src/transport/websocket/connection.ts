@@ -78,10 +78,12 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
   }
 
   close(code: number, reason: string): void {
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
-      this.ctx.metrics.closes.inc({ code: String(code) });
-    }
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.countClose(code);
     this.ws.close(code, reason);
+  }
+
+  countClose(code: number): void {
+    this.ctx.metrics.closes.inc({ code: String(code) });
   }
 
   drain(): void {
@@ -188,6 +190,18 @@ function onSocketClose(this: WebSocket, code: number): void {
   connectionOf(this)?.onClose(code);
 }
 
-function onSocketError(this: WebSocket): void {
+function onSocketError(this: WebSocket, err: Error): void {
   // ws closes the socket itself (1002/1007/1008/1009 or a reset); 'close' follows and frees everything.
+  // A protocol violation carries the close code ws sends: count it like the closes Herald decides.
+  const code = wsCloseCode(err);
+  if (code !== undefined) connectionOf(this)?.countClose(code);
+}
+
+/** ws tags its protocol errors with the close code it sends, under a private `Symbol('status-code')`. */
+function wsCloseCode(err: Error): number | undefined {
+  for (const symbol of Object.getOwnPropertySymbols(err)) {
+    const value = (err as unknown as Record<symbol, unknown>)[symbol];
+    if (symbol.description === 'status-code' && typeof value === 'number') return value;
+  }
+  return undefined;
 }
