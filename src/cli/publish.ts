@@ -15,11 +15,25 @@ export async function publishCommand(argv: readonly string[]): Promise<void> {
   const url = requireString(flags, 'url') ?? process.env.HERALD_URL ?? 'http://127.0.0.1:8080';
   const apiKey = requireString(flags, 'api-key') ?? process.env.HERALD_API_KEY;
   const event = requireString(flags, 'event');
-  const response = await fetch(new URL('/api/publish', url), {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', ...(apiKey ? { Authorization: `Bearer ${apiKey}` } : {}) },
-    body: JSON.stringify({ channel, event, data }),
-  });
+  let endpoint: URL;
+  try {
+    endpoint = new URL('/api/publish', url);
+  } catch {
+    throw new ConfigError('url', `"${url}" is not a URL like http://127.0.0.1:8080`);
+  }
+  let response: Response;
+  try {
+    response = await fetch(endpoint, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...(apiKey ? { Authorization: `Bearer ${apiKey}` } : {}) },
+      body: JSON.stringify({ channel, event, data }),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    process.stderr.write(`herald: cannot reach ${endpoint.origin}: ${cause?.code ?? cause?.message ?? (err as Error).message}\n`);
+    process.exitCode = 1;
+    return;
+  }
   const text = await response.text();
   process.stdout.write(text + '\n');
   if (!response.ok) process.exitCode = 1;

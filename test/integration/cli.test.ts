@@ -261,9 +261,16 @@ describe('herald publish and herald token (SPEC §1)', () => {
       const badJson = await herald(['publish', 'cli', '{nope', '--url', server.url, '--api-key', 'cli-key']);
       assert.equal(badJson.code, 2);
       assert.match(badJson.stderr, /JSON/);
+      const badUrl = await herald(['publish', 'cli', '1', '--url', 'not-a-url']);
+      assert.equal(badUrl.code, 2);
+      assert.match(badUrl.stderr, /"url"/);
     } finally {
       await server.stop();
     }
+    const gone = await herald(['publish', 'cli', '1', '--url', server.url]);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /cannot reach/);
+    assert.doesNotMatch(gone.stderr, /\n\s+at /, 'a message, not a stack trace');
   });
 
   it('prints a JWT signed with the configured secret, with sub, channels, publish and exp', async () => {
