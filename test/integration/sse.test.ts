@@ -158,6 +158,16 @@ describe('Server-Sent Events (SPEC §4)', () => {
     });
   }
 
+  it('resets a resume from a position ahead of the channel in its own epoch', async () => {
+    const { position } = await publish(server, 'ahead', 'x');
+    const epoch = position.split(':')[1];
+    const reader = await SseReader.open(`${server.url}/events/ahead`, { 'Last-Event-ID': `5:${epoch}` });
+    const reset = await reader.waitFor((e) => e.event === 'reset');
+    assert.equal(JSON.parse(reset.data).reason, 'position ahead of history');
+    assert.equal(reset.id, position);
+    reader.close();
+  });
+
   it('multiplexes channels on one stream, each in its own order', async () => {
     const reader = await SseReader.open(`${server.url}/events?channel=mx-a&channel=mx-b`);
     await waitForSubscribers(server, 'mx-b', 1);
