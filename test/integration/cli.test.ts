@@ -180,6 +180,7 @@ describe('herald serve: running and draining (SPEC §1, issue 2 point 8)', () =>
     assert.equal((await protocol.closed).code, 1001);
     await reader.waitUntil(() => reader.ended);
     assert.match(reader.raw, /\n\nretry: \d+\n\n$/, 'the stream ends with a retry hint');
+    assert.doesNotMatch(node.output(), /uncaughtException|unhandledRejection|"level":(50|60)/, 'no error was logged');
     const messages = logLines(node).map((l) => l.msg);
     assert.ok(messages.includes('draining'));
     assert.ok(messages.includes('stopped'), 'the drain finished before the process exited');
@@ -204,6 +205,7 @@ describe('herald serve: running and draining (SPEC §1, issue 2 point 8)', () =>
     assert.equal(await node.exited, 0);
     assert.equal((await polite.closed).code, 1001);
     assert.ok(logLines(node).some((l) => l.msg === 'stopped'), 'the drain finished (it was not the hard stop that ended the process)');
+    assert.doesNotMatch(node.output(), /uncaughtException|unhandledRejection|"level":(50|60)/, 'no error was logged');
     stubborn.destroy();
     paused.ws.terminate();
   });

@@ -52,6 +52,13 @@ function clientFrame(opcode: number, payload: Buffer, fin = true, masked = true)
   return Buffer.concat([head, mask, Buffer.from(payload.map((byte, i) => byte ^ mask[i % 4]!))]);
 }
 
+/** The value of one series in the node's /metrics, 0 when absent. */
+async function metric(server: TestServer, series: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
+
 /** The close code of the first server close frame in `bytes` (server frames are unmasked). */
 function closeCodeIn(bytes: Buffer): number | undefined {
   const at = bytes.indexOf(0x88);
@@ -132,18 +139,22 @@ describe('hardening: handshakes, frames and resets (TESTPLAN §2.1, §2.2)', () 
 
   it('closes 1002 on an unmasked client frame', async () => {
     const { socket, bytes } = await upgraded(server.port, '/ws?room=frames');
+    const counted = await metric(server, 'herald_closes_total{code="1002"}');
     socket.write(clientFrame(0x1, Buffer.from('{}'), true, false));
     await until(() => closeCodeIn(bytes()) !== undefined);
     assert.equal(closeCodeIn(bytes()), 1002);
+    assert.equal(await metric(server, 'herald_closes_total{code="1002"}'), counted + 1, 'the close is counted');
     socket.destroy();
     await freed();
   });
 
   it('closes 1009 at once on a frame header announcing more than the limit, without waiting for the payload', async () => {
     const { socket, bytes } = await upgraded(server.port, '/ws?room=frames');
+    const counted = await metric(server, 'herald_closes_total{code="1009"}');
     socket.write(Buffer.from([0x81, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 1, 2, 3, 4])); // 2^32 bytes announced, none sent
     await until(() => closeCodeIn(bytes()) !== undefined);
     assert.equal(closeCodeIn(bytes()), 1009);
+    assert.equal(await metric(server, 'herald_closes_total{code="1009"}'), counted + 1, 'the close is counted');
     socket.destroy();
     await freed();
   });
@@ -152,9 +163,11 @@ describe('hardening: handshakes, frames and resets (TESTPLAN §2.1, §2.2)', () 
     const { socket, bytes } = await upgraded(server.port, '/ws?room=frames');
     const fragments = [clientFrame(0x1, Buffer.from('"'), false)];
     for (let i = 0; i < 1100; i++) fragments.push(clientFrame(0x0, Buffer.alloc(0), false));
+    const counted = await metric(server, 'herald_closes_total{code="1008"}');
     socket.write(Buffer.concat(fragments));
     await until(() => closeCodeIn(bytes()) !== undefined);
     assert.equal(closeCodeIn(bytes()), 1008);
+    assert.equal(await metric(server, 'herald_closes_total{code="1008"}'), counted + 1, 'the close is counted');
     socket.destroy();
     await freed();
   });

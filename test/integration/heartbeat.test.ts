@@ -31,6 +31,8 @@ describe('heartbeats (SPEC §3c)', () => {
     assert.equal(server.ctx.heartbeat.size, 0, 'left the heartbeat sweep');
     assert.equal(server.ctx.websockets.size, 0);
     assert.equal(server.ctx.hub.channelCount, 0);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /^herald_closes_total\{code="no_pong"\} [1-9]/m, 'the reaping is counted');
   });
 
   it('terminates a herald.v1 client that answers neither ping frames nor ping messages, and frees its subscriptions', async () => {
