@@ -8,6 +8,8 @@ import { ConfigError } from '../config/load.js';
 /** Node's header timeout is 60 s; a slowloris needs far less to hold a socket (TESTPLAN A4). */
 export const HEADERS_TIMEOUT_MS = 10_000;
 export const REQUEST_TIMEOUT_MS = 30_000;
+/** How often Node checks the two timeouts above; its 30 s default would let a slowloris hold a socket for up to 40 s. */
+export const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 
 export type HttpListener = Server | Http2SecureServer;
 
@@ -38,13 +40,28 @@ export function createListener(
       allowHTTP1: true,
       maxSessionMemory: 10,
       settings: { maxHeaderListSize: settings['max-header-size'] },
+      maxHeaderListPairs: settings['max-headers'],
+    });
+    // HTTP/1.1 over TLS (WSS upgrades, old clients) is parsed by node:http's connection listener,
+    // which reads its limits from these properties; without them it keeps Node's defaults (60 s slowloris window).
+    Object.assign(secure, {
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+      maxHeaderSize: settings['max-header-size'],
+      maxHeadersCount: settings['max-headers'],
     });
     secure.on('request', onRequest as never);
     reloadTls = () => secure.setSecureContext(readTlsFiles(certPath, keyPath));
     server = secure;
   } else {
     const plain = createServer(
-      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, maxHeaderSize: settings['max-header-size'] },
+      {
+        headersTimeout: HEADERS_TIMEOUT_MS,
+        requestTimeout: REQUEST_TIMEOUT_MS,
+        connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+        maxHeaderSize: settings['max-header-size'],
+      },
       onRequest,
     );
     plain.maxHeadersCount = settings['max-headers'];

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { request, type IncomingMessage } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -219,6 +220,20 @@ describe('request headers (--max-header-size, --max-headers)', () => {
     assert.equal(statusOf(await rawExchange(server.port, `GET /events/h HTTP/1.1\r\nHost: x\r\nCookie: ${'a'.repeat(5000)}\r\n\r\n`)), 431);
     assert.equal(statusOf(await rawExchange(server.port, upgradeRequest('/ws?room=h', `X-Big: ${'a'.repeat(3000)}\r\n`))), 101);
     assert.equal(server.ctx.streams.size, 0);
+  });
+
+  it('cuts off a slowloris that trickles its headers at the 10 s header timeout (408), not Node\'s 60 s', async () => {
+    const started = Date.now();
+    const socket = connect(server.port, '127.0.0.1');
+    socket.on('error', () => {});
+    let answer = '';
+    socket.on('data', (chunk) => (answer += chunk));
+    socket.write('GET /ws?room=slow HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    const trickle = setInterval(() => socket.write('X-Slow: 1\r\n'), 500);
+    await once(socket, 'close');
+    clearInterval(trickle);
+    assert.equal(statusOf(answer), 408);
+    assert.ok(Date.now() - started < 15_000, `held for ${Date.now() - started} ms`);
   });
 
   it('keeps at most --max-headers headers: an Upgrade or Authorization pushed past them is not seen', async () => {
