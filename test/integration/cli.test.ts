@@ -100,7 +100,8 @@ function configFile(content: unknown): string {
   return path;
 }
 
-describe('herald serve: refusing bad settings (SPEC §1)', () => {
+// Each test runs its own processes and ports, so the tests of a group run side by side.
+describe('herald serve: refusing bad settings (SPEC §1)', { concurrency: 4 }, () => {
   const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
     ['a bad flag value', ['serve', '--history-size', 'lots'], {}, /history-size/],
     ['a bad environment value', ['serve'], { HERALD_PING_INTERVAL: 'often' }, /ping-interval/],
@@ -146,7 +147,7 @@ describe('herald serve: refusing bad settings (SPEC §1)', () => {
   });
 });
 
-describe('herald serve: running and draining (SPEC §1, issue 2 point 8)', () => {
+describe('herald serve: running and draining (SPEC §1, issue 2 point 8)', { concurrency: 3 }, () => {
   it('logs the port it chose for --port 0 and serves on it', async () => {
     const node = await startNode();
     assert.deepEqual(await (await fetch(`${node.url}/healthz`)).json(), { status: 'ok' });
@@ -159,13 +160,17 @@ describe('herald serve: running and draining (SPEC §1, issue 2 point 8)', () =>
     const node = await startNode(['--config', file, '--history-size', '2'], { HERALD_HISTORY_SIZE: '3', HERALD_API_KEY: 'env-key' });
     const send = (key: string, data: unknown) =>
       fetch(`${node.url}/api/publish`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` }, body: JSON.stringify({ channel: 'prec', data }) });
-    assert.equal((await send('file-key', 0)).status, 401, 'the environment beats the file');
-    for (const n of [1, 2, 3, 4]) assert.equal((await send('env-key', n)).status, 200);
+    const refused = await send('file-key', 0);
+    assert.equal(refused.status, 401, `the environment beats the file: ${await refused.text()}`);
+    for (const n of [1, 2, 3, 4]) {
+      const response = await send('env-key', n);
+      assert.equal(response.status, 200, await response.text());
+    }
     const history = await (await fetch(`${node.url}/api/history/prec`, { headers: { Authorization: 'Bearer env-key' } })).json();
-    assert.deepEqual(history.publications.map((p: { data: number }) => p.data), [3, 4], 'the flag beats the environment');
+    assert.deepEqual(history.publications.map((p: { data: number }) => p.data), [3, 4], `the flag beats the environment: ${JSON.stringify(history)}`);
     assert.equal((await send('env-key', 'x'.repeat(5000))).status, 413, 'the file beats the default');
     node.child.kill('SIGTERM');
-    assert.equal(await node.exited, 0);
+    assert.equal(await node.exited, 0, node.output());
   });
 
   it('on SIGTERM closes WebSockets with 1001, ends SSE streams with a retry hint, and exits 0', async () => {
@@ -240,7 +245,7 @@ describe('graceful shutdown in process (issue 2 point 8)', () => {
   });
 });
 
-describe('herald publish and herald token (SPEC §1)', () => {
+describe('herald publish and herald token (SPEC §1)', { concurrency: 3 }, () => {
   it('publishes through the HTTP API of a running node, with --event and --api-key', async () => {
     const server = await startTestServer({ 'api-key': 'cli-key' });
     try {
