@@ -7,7 +7,13 @@ import type { Broker, BrokerListener, HistoryLimits } from './broker.js';
 interface ChannelStream {
   readonly epoch: string;
   top: number;
-  readonly recent: RingBuffer<Publication>;
+  /**
+   * Allocated on the first publication: reads and subscribes of a channel
+   * nobody publishes to (any name a client cares to ask for) create a stream
+   * for its epoch, and it should cost a few bytes until --history-ttl, not a
+   * buffer of --history-size slots.
+   */
+  recent: RingBuffer<Publication> | undefined;
   expiresAt: number;
 }
 
@@ -52,7 +58,7 @@ export class MemoryBroker implements Broker {
       offset: ++stream.top,
       epoch: stream.epoch,
     };
-    stream.recent.push(pub);
+    (stream.recent ??= new RingBuffer(this.limits.size)).push(pub);
     stream.expiresAt = Date.now() + this.limits.ttlSeconds * 1000;
     if (this.subscribedChannels.has(request.channel)) this.listener?.onPublication(pub);
     return { offset: pub.offset, epoch: pub.epoch };
@@ -67,6 +73,7 @@ export class MemoryBroker implements Broker {
     const position = { offset: stream.top, epoch: stream.epoch };
     const limit = query.limit ?? Number.MAX_SAFE_INTEGER;
     const recent = stream.recent;
+    if (!recent) return { publications: [], position };
     const oldestOffset = stream.top - recent.length + 1;
     let from = 0;
     if (query.since) {
@@ -103,7 +110,7 @@ export class MemoryBroker implements Broker {
     const stream: ChannelStream = {
       epoch: newEpoch(),
       top: 0,
-      recent: new RingBuffer(this.limits.size),
+      recent: undefined,
       expiresAt: Date.now() + this.limits.ttlSeconds * 1000,
     };
     this.streams.set(channel, stream);
