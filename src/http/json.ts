@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HeraldError } from '../core/errors.js';
+import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from '../protocol/json-depth.js';
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   sendJsonText(res, status, JSON.stringify(body));
@@ -36,11 +37,15 @@ export async function readJsonBody(req: IncomingMessage, limit: number): Promise
     if (size > limit) throw new HeraldError('too_large', `body exceeds ${limit} bytes`);
     chunks.push(chunk);
   }
+  const text = Buffer.concat(chunks).toString('utf8');
+  let body: unknown;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    body = JSON.parse(text);
   } catch {
     throw new HeraldError('bad_request', 'body is not valid JSON');
   }
+  if (jsonNestsDeeperThan(text)) throw new HeraldError('bad_request', `body nests deeper than ${MAX_JSON_DEPTH} levels`);
+  return body;
 }
 
 export function isObject(value: unknown): value is Record<string, unknown> {

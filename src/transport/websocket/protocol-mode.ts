@@ -9,6 +9,7 @@ import { formatPosition, parsePosition, type Position } from '../../core/positio
 import type { PresenceEvent } from '../../core/presence.js';
 import { encodeTextFrame } from '../../protocol/frame.js';
 import { parseEventName, parseHistoryQuery } from '../../protocol/fields.js';
+import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from '../../protocol/json-depth.js';
 import { WebSocketConnection } from './connection.js';
 
 const PING_FRAME = encodeTextFrame(Buffer.from('{"type":"ping"}'));
@@ -64,9 +65,10 @@ export class ProtocolConnection extends WebSocketConnection {
       return;
     }
     if (isBinary) return this.close(CloseCode.unsupportedData, 'binary frames are not accepted');
+    const text = data.toString('utf8');
     let message: unknown;
     try {
-      message = JSON.parse(data.toString('utf8'));
+      message = JSON.parse(text);
     } catch {
       return this.close(CloseCode.invalidPayload, 'frame must be JSON');
     }
@@ -80,6 +82,7 @@ export class ProtocolConnection extends WebSocketConnection {
       return this.sendError(undefined, badRequest('command needs a numeric "id"'));
     }
     if (!this.withinRateLimit()) return this.sendError(id, new HeraldError('rate_limited', 'too many commands; slow down'));
+    if (jsonNestsDeeperThan(text)) return this.sendError(id, badRequest(`frame nests deeper than ${MAX_JSON_DEPTH} levels`));
     if (this.awaitingAuth && command.type !== 'auth') {
       return this.sendError(id, new HeraldError('unauthorized', 'authenticate first: {"type":"auth","token"}'));
     }
@@ -102,7 +105,8 @@ export class ProtocolConnection extends WebSocketConnection {
       case 'auth':
         return this.authenticate(command);
       default:
-        throw badRequest(`unknown command type ${JSON.stringify(String(command.type)).slice(0, 64)}`);
+        // `type` is untrusted: String() of an object may throw ({"toString":1}) or recurse.
+        throw badRequest(typeof command.type === 'string' ? `unknown command type ${JSON.stringify(command.type.slice(0, 64))}` : '"type" must be a string');
     }
   }
 

@@ -4,6 +4,7 @@ import type { NodeContext } from '../../context.js';
 import { CloseCode } from '../../core/errors.js';
 import type { Subscription } from '../../core/hub.js';
 import type { OutboundPublication } from '../../core/outbound.js';
+import { jsonNestsDeeperThan } from '../../protocol/json-depth.js';
 import { WebSocketConnection } from './connection.js';
 
 /** Close code for "the broker is down, come back later" (RFC 6455 1013, Try Again Later). */
@@ -83,6 +84,7 @@ export class RoomConnection extends WebSocketConnection {
     } catch {
       return this.close(CloseCode.invalidPayload, 'message must be JSON');
     }
+    if (jsonNestsDeeperThan(text)) return this.close(CloseCode.invalidPayload, 'message nests too deeply');
     if (this.awaitingAuth) return this.authenticateFirstMessage(message);
     // Room mode has no error replies, so a message over the rate is refused by closing 4429, never dropped silently.
     if (!this.withinRateLimit()) return this.close(CloseCode.rateLimited, 'rate limit exceeded');
