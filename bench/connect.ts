@@ -1,7 +1,7 @@
 import { localAddressFor, roomName } from './fanout.js';
 import type { ConnectionSpec } from './load/client.js';
 import type { OpenResult } from './load/generator.js';
-import { slabKb, sleep } from './process.js';
+import { coreTimes, SERVER_CPU, slabKb, sleep } from './process.js';
 import type { Scenario } from './scenarios.js';
 import { ServerSet, startGenerator, type ServerStartOptions } from './servers.js';
 import type { Target } from './targets.js';
@@ -31,6 +31,8 @@ export interface ConnectResult {
   /** Kernel slab growth per connection (both ends of each loopback pair; outside any RSS). */
   readonly kernelKbPerConnection: number;
   readonly idleCpuMicrosPerConnectionSecond: number;
+  /** Server-core time used by other processes during the storm (noise). */
+  readonly foreignCpuPct: number;
   readonly warnings: string[];
 }
 
@@ -55,8 +57,13 @@ export async function runConnect(scenario: Scenario, target: Target, settings: C
     const rssBase = await servers.rssAfterGcKb();
     const slabBase = slabKb();
     const cpuStart = servers.cpuMicros();
+    const coreStart = coreTimes(SERVER_CPU);
     const opened = await generator.request<OpenResult>({ cmd: 'open', specs, concurrency: settings.concurrency, publishers: false }, 300_000);
     const setupCpu = servers.cpuMicros() - cpuStart;
+    const coreEnd = coreTimes(SERVER_CPU);
+    const foreign = coreEnd.busy - coreStart.busy - (coreEnd.softirq - coreStart.softirq) - setupCpu;
+    const foreignCpuPct = Math.max(0, (foreign / 1000 / opened.ms) * 100);
+    if (foreignCpuPct > 10) warnings.push(`other processes used ${foreignCpuPct.toFixed(0)}% of the server core during the storm`);
     if (opened.failed > 0) warnings.push(`${opened.failed} connections failed`);
 
     await sleep(1000);
@@ -79,6 +86,7 @@ export async function runConnect(scenario: Scenario, target: Target, settings: C
       kbPerConnection: (rss - rssBase) / n,
       kernelKbPerConnection: (slab - slabBase) / n,
       idleCpuMicrosPerConnectionSecond: idleCpu / n / (settings.idleMs / 1000),
+      foreignCpuPct,
       warnings,
     };
   } finally {

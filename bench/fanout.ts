@@ -1,7 +1,7 @@
 import { mergeHistograms, summarize, type LatencySummary } from './histogram.js';
 import type { ConnectionSpec } from './load/client.js';
 import type { GeneratorReport, GeneratorStatus, OpenResult, PublishResult } from './load/generator.js';
-import { coreTimes, SERVER_CPU, sleep, type Child } from './process.js';
+import { coreTimes, GENERATOR_CPU, SERVER_CPU, sleep, type Child } from './process.js';
 import type { Scenario } from './scenarios.js';
 import { ServerSet, startGenerator, type ServerStartOptions } from './servers.js';
 import type { Target } from './targets.js';
@@ -33,6 +33,9 @@ export interface FanOutResult {
   readonly serverCpuMs: number;
   readonly serverCpuPct: number;
   readonly cpuMicrosPerDelivery: number;
+  /** The CPU figure split into user space and kernel (syscalls), from utime/stime. */
+  readonly userMicrosPerDelivery: number;
+  readonly systemMicrosPerDelivery: number;
   /** Softirq time on the server core per delivery: kernel work not charged to any process. */
   readonly softirqMicrosPerDelivery: number;
   /** Server-core time used by neither the server nor softirq: other processes on this shared machine (noise). */
@@ -96,13 +99,25 @@ export async function runFanOut(scenario: Scenario, target: Target, settings: Fa
     const rssLoaded = await servers.rssAfterGcKb();
 
     if (settings.warmupMs > 0) {
-      await publisher.request({ cmd: 'publish', rooms, rate: settings.rate, durationMs: settings.warmupMs, measured: false, payloadBytes: settings.payloadBytes });
-      await sleep(300);
+      const warm = await publisher.request<PublishResult>({
+        cmd: 'publish',
+        rooms,
+        rate: settings.rate,
+        durationMs: settings.warmupMs,
+        measured: false,
+        payloadBytes: settings.payloadBytes,
+      });
+      // A saturated server may still be working off the warm-up: let it finish, or it would count as measured time.
+      await waitForDrain(subscriberGenerators, warm.sent * settings.perRoom, (s) => s.warmups);
+      await sleep(200);
     }
     await Promise.all(subscriberGenerators.map((g) => g.request({ cmd: 'reset' })));
 
     const cpuStart = servers.cpuMicros();
     const coreStart = coreTimes(SERVER_CPU);
+    const generatorCoreStart = coreTimes(GENERATOR_CPU);
+    const selfStart = process.cpuUsage();
+    const splitStart = servers.userSystemMicros();
     const generatorCpuStart = generators.reduce((sum, g) => sum + g.cpuMicros(), 0);
     const started = performance.now();
     const published = await publisher.request<PublishResult>({
@@ -114,13 +129,19 @@ export async function runFanOut(scenario: Scenario, target: Target, settings: Fa
       payloadBytes: settings.payloadBytes,
     });
     const expected = published.sent * settings.perRoom;
-    await waitForDrain(subscriberGenerators, expected);
+    await waitForDrain(subscriberGenerators, expected, (s) => s.received);
     const cpuMicros = servers.cpuMicros() - cpuStart;
     const coreEnd = coreTimes(SERVER_CPU);
+    const splitEnd = servers.userSystemMicros();
     const softirqMicros = coreEnd.softirq - coreStart.softirq;
     const foreignMicros = coreEnd.busy - coreStart.busy - softirqMicros - cpuMicros;
     const wallMs = performance.now() - started;
-    const generatorCpuPct = ((generators.reduce((sum, g) => sum + g.cpuMicros(), 0) - generatorCpuStart) / 1000 / wallMs) * 100;
+    const generatorMicros = generators.reduce((sum, g) => sum + g.cpuMicros(), 0) - generatorCpuStart;
+    const generatorCpuPct = (generatorMicros / 1000 / wallMs) * 100;
+    const generatorCoreEnd = coreTimes(GENERATOR_CPU);
+    const self = process.cpuUsage(selfStart);
+    const generatorCoreForeign =
+      generatorCoreEnd.busy - generatorCoreStart.busy - (generatorCoreEnd.softirq - generatorCoreStart.softirq) - generatorMicros - self.user - self.system;
 
     const reports = await Promise.all(subscriberGenerators.map((g) => g.request<GeneratorReport>({ cmd: 'report' })));
     const received = reports.reduce((sum, r) => sum + r.received, 0);
@@ -133,6 +154,8 @@ export async function runFanOut(scenario: Scenario, target: Target, settings: Fa
     if (published.maxLagMs > 50) warnings.push(`publisher fell ${published.maxLagMs.toFixed(0)} ms behind its schedule`);
     const foreignCpuPct = Math.max(0, (foreignMicros / 1000 / wallMs) * 100);
     if (foreignCpuPct > 10) warnings.push(`other processes used ${foreignCpuPct.toFixed(0)}% of the server core`);
+    const generatorCoreForeignPct = (generatorCoreForeign / 1000 / wallMs) * 100;
+    if (generatorCoreForeignPct > 20) warnings.push(`other processes used ${generatorCoreForeignPct.toFixed(0)}% of the generator core`);
     if (closed > 0) warnings.push(`${closed} subscribers were disconnected`);
     return {
       kind: 'fanout',
@@ -149,6 +172,8 @@ export async function runFanOut(scenario: Scenario, target: Target, settings: Fa
       serverCpuMs: cpuMicros / 1000,
       serverCpuPct: (cpuMicros / 1000 / wallMs) * 100,
       cpuMicrosPerDelivery: received > 0 ? cpuMicros / received : NaN,
+      userMicrosPerDelivery: received > 0 ? (splitEnd.user - splitStart.user) / received : NaN,
+      systemMicrosPerDelivery: received > 0 ? (splitEnd.system - splitStart.system) / received : NaN,
       softirqMicrosPerDelivery: received > 0 ? softirqMicros / received : NaN,
       foreignCpuPct,
       latency,
@@ -176,18 +201,18 @@ async function waitForProbes(publisher: Child, subscribers: Child[], rooms: stri
   }
 }
 
-/** Until every expected delivery arrived, or nothing arrived for a second (the rest is lost). */
-async function waitForDrain(subscribers: Child[], expected: number): Promise<void> {
+/** Until every expected delivery arrived, or nothing arrived for three seconds (the rest is lost). */
+async function waitForDrain(subscribers: Child[], expected: number, count: (status: GeneratorStatus) => number): Promise<void> {
   let last = -1;
   let lastChange = Date.now();
   for (;;) {
     const statuses = await Promise.all(subscribers.map((g) => g.request<GeneratorStatus>({ cmd: 'status' })));
-    const received = statuses.reduce((sum, s) => sum + s.received, 0);
+    const received = statuses.reduce((sum, s) => sum + count(s), 0);
     if (received >= expected) return;
     if (received !== last) {
       last = received;
       lastChange = Date.now();
-    } else if (Date.now() - lastChange > 1000) {
+    } else if (Date.now() - lastChange > 3000) {
       return;
     }
     await sleep(20);

@@ -100,6 +100,10 @@ export class Child {
     return processRssKb(this.pid);
   }
 
+  userSystemMicros(): { user: number; system: number } {
+    return processUserSystemMicros(this.pid);
+  }
+
   /** Asks politely (lets --cpu-prof write its profile), then kills. */
   async stop(): Promise<void> {
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
@@ -135,6 +139,14 @@ export function processCpuMicros(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11]) + Number(fields[12]);
   return (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** utime and stime from /proc/<pid>/stat, in microseconds (10 ms resolution): user space vs kernel. */
+export function processUserSystemMicros(pid: number): { user: number; system: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const toMicros = (ticks: string | undefined) => (Number(ticks) * 1_000_000) / CLOCK_TICKS_PER_SECOND;
+  return { user: toMicros(fields[11]), system: toMicros(fields[12]) };
 }
 
 export function processRssKb(pid: number): number {

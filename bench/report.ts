@@ -73,6 +73,7 @@ export function fanOutTable(aggregates: Aggregate<FanOutResult>[]): string {
     String(r.rate),
     k(r.deliveriesPerSec),
     f(r.cpuMicrosPerDelivery, 2) + (rounds > 1 ? ` ±${f((spread * 100) / 2, 0)}%` : ''),
+    `${f(r.userMicrosPerDelivery, 2)}/${f(r.systemMicrosPerDelivery, 2)}`,
     f(r.serverCpuPct, 0),
     f(r.softirqMicrosPerDelivery, 2),
     f(r.latency.p50Ms, 2),
@@ -83,7 +84,7 @@ export function fanOutTable(aggregates: Aggregate<FanOutResult>[]): string {
     f(r.generatorCpuPct, 0),
     f(r.foreignCpuPct, 0) + (r.warnings.length > 0 ? ' !' : ''),
   ]);
-  return table(['scenario', 'server', 'subs', 'pub/s', 'dlv/s', 'CPU µs/dlv', 'CPU %', 'si µs/dlv', 'p50 ms', 'p99 ms', 'max ms', 'KB/conn', 'loss', 'gen %', 'other %'], rows);
+  return table(['scenario', 'server', 'subs', 'pub/s', 'dlv/s', 'CPU µs/dlv', 'usr/sys', 'CPU %', 'si µs/dlv', 'p50 ms', 'p99 ms', 'max ms', 'KB/conn', 'loss', 'gen %', 'other %'], rows);
 }
 
 export function connectTable(aggregates: Aggregate<ConnectResult>[]): string {
@@ -98,8 +99,9 @@ export function connectTable(aggregates: Aggregate<ConnectResult>[]): string {
     f(r.kernelKbPerConnection, 1),
     f(r.idleCpuMicrosPerConnectionSecond, 2),
     String(r.failed),
+    f(r.foreignCpuPct, 0) + (r.warnings.length > 0 ? ' !' : ''),
   ]);
-  return table(['scenario', 'server', 'conns', 'setup s', 'conn/s', 'CPU µs/conn', 'KB/conn', 'kernel KB/conn', 'idle µs/conn/s', 'failed'], rows);
+  return table(['scenario', 'server', 'conns', 'setup s', 'conn/s', 'CPU µs/conn', 'KB/conn', 'kernel KB/conn', 'idle µs/conn/s', 'failed', 'other %'], rows);
 }
 
 /** Herald's figure over the peer's, per scenario, for CPU per delivery and p99. */

@@ -8,9 +8,9 @@ import { cpus, release } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { runConnect, type ConnectResult } from './connect.js';
 import { runFanOut, type FanOutResult } from './fanout.js';
-import { canPin, pinSelf } from './process.js';
+import { canPin, pinSelf, sleep } from './process.js';
 import { PrivateRedis } from './redis.js';
-import { aggregate, checkGoals, renderReport, type BenchReport, type PendingScenario } from './report.js';
+import { aggregate, checkGoals, renderReport, type BenchReport, type PendingScenario, type RunResult } from './report.js';
 import { ALIASES, SCENARIOS, type Scenario } from './scenarios.js';
 import { TARGETS } from './targets.js';
 
@@ -34,6 +34,9 @@ flags:
   --generators N       subscriber generator processes (default 1)
   --profile DIR        write a V8 CPU profile (--cpu-prof) of every Herald node into DIR
   --profile-peers      profile the peers too
+  --retries N          re-run a measurement up to N times when other processes took more than
+                       --max-other % of the server core (shared machines), keep the cleanest (default 1)
+  --max-other P        (default 15)
   --json FILE          also write the full report as JSON
   --quiet              hide the servers' own output
 `;
@@ -55,6 +58,8 @@ export interface BenchOptions {
   readonly profilePeers: boolean;
   readonly json?: string;
   readonly quiet: boolean;
+  readonly retries: number;
+  readonly maxOtherPct: number;
 }
 
 export class BenchUsageError extends Error {}
@@ -76,7 +81,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
     else if (i + 1 < argv.length) flags.set(name, argv[++i]!);
     else throw new BenchUsageError(`--${name} needs a value`);
   }
-  const known = new Set(['servers', 'rounds', 'duration', 'warmup', 'rate', 'subscribers', 'rooms', 'connections', 'concurrency', 'payload', 'generators', 'profile', 'json', ...booleans]);
+  const known = new Set(['servers', 'rounds', 'duration', 'warmup', 'rate', 'subscribers', 'rooms', 'connections', 'concurrency', 'payload', 'generators', 'profile', 'json', 'retries', 'max-other', ...booleans]);
   for (const name of flags.keys()) if (!known.has(name)) throw new BenchUsageError(`unknown flag --${name}`);
   const number = (name: string, fallback: number | undefined, min: number): number | undefined => {
     const raw = flags.get(name);
@@ -109,6 +114,8 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
     profilePeers: flags.has('profile-peers'),
     json: flags.get('json'),
     quiet: flags.has('quiet'),
+    retries: number('retries', 1, 0)!,
+    maxOtherPct: number('max-other', 15, 0)!,
   };
 }
 
@@ -146,31 +153,39 @@ export async function runBench(argv: readonly string[], print = true): Promise<B
           const serverOptions = { profileDir: options.profileDir, profilePeers: options.profilePeers, label, redisUrl: redis?.url, quiet: options.quiet };
           log(`… ${label}`);
           try {
-            if (scenario.kind === 'connect') {
-              const result = await runConnect(
-                scenario,
-                target,
-                { connections: options.connections ?? scenario.connections, perRoom: scenario.perRoom, concurrency: options.concurrency, idleMs: 2000 },
-                serverOptions,
-              );
-              connectRuns.set(`${scenario.id}/${name}`, [...(connectRuns.get(`${scenario.id}/${name}`) ?? []), result]);
-            } else {
-              const result = await runFanOut(
-                scenario,
-                target,
-                {
-                  rooms: options.rooms ?? scenario.rooms,
-                  perRoom: options.subscribers ?? scenario.perRoom,
-                  rate: options.rate ?? scenario.rate,
-                  durationMs: options.durationMs,
-                  warmupMs: options.warmupMs,
-                  payloadBytes: options.payloadBytes,
-                  generators: options.generators,
-                },
-                serverOptions,
-              );
-              fanoutRuns.set(`${scenario.id}/${name}`, [...(fanoutRuns.get(`${scenario.id}/${name}`) ?? []), result]);
+            const measure = (): Promise<RunResult> =>
+              scenario.kind === 'connect'
+                ? runConnect(
+                    scenario,
+                    target,
+                    { connections: options.connections ?? scenario.connections, perRoom: scenario.perRoom, concurrency: options.concurrency, idleMs: 2000 },
+                    serverOptions,
+                  )
+                : runFanOut(
+                    scenario,
+                    target,
+                    {
+                      rooms: options.rooms ?? scenario.rooms,
+                      perRoom: options.subscribers ?? scenario.perRoom,
+                      rate: options.rate ?? scenario.rate,
+                      durationMs: options.durationMs,
+                      warmupMs: options.warmupMs,
+                      payloadBytes: options.payloadBytes,
+                      generators: options.generators,
+                    },
+                    serverOptions,
+                  );
+            let result = await measure();
+            // A shared machine: when other processes took the server core, measure again and keep the cleanest run.
+            for (let retry = 0; retry < options.retries && result.foreignCpuPct > options.maxOtherPct; retry++) {
+              log(`  ↻ other processes used ${result.foreignCpuPct.toFixed(0)}% of the server core; measuring again`);
+              await sleep(2000);
+              const again = await measure();
+              if (again.foreignCpuPct < result.foreignCpuPct) result = again;
             }
+            const runs = result.kind === 'connect' ? connectRuns : fanoutRuns;
+            const key = `${scenario.id}/${name}`;
+            (runs as Map<string, RunResult[]>).set(key, [...(runs.get(key) ?? []), result]);
           } catch (err) {
             const error = (err as Error).message;
             if (target.needsRedis) pending.push({ scenario: scenario.id, reason: `Herald's Redis broker is not usable yet: ${error}` });

@@ -52,6 +52,17 @@ export class ServerSet {
     return this.children.reduce((sum, c) => sum + c.cpuMicros(), 0);
   }
 
+  /** User-space and kernel CPU of all nodes (tick resolution). */
+  userSystemMicros(): { user: number; system: number } {
+    return this.children.reduce(
+      (sum, c) => {
+        const t = c.userSystemMicros();
+        return { user: sum.user + t.user, system: sum.system + t.system };
+      },
+      { user: 0, system: 0 },
+    );
+  }
+
   /** Sum of the nodes' RSS after two full GCs each. */
   async rssAfterGcKb(): Promise<number> {
     await Promise.all(this.children.map((c) => c.request({ cmd: 'gc' })));
@@ -67,5 +78,9 @@ export class ServerSet {
 /** Starts a load-generator process on the generator core. */
 export function startGenerator(name: string, quiet: boolean): Child {
   const script = new URL('./load/generator.js', import.meta.url).pathname;
-  return Child.start(name, { script, cpu: GENERATOR_CPU, quiet, nodeFlags: ['--max-old-space-size=4096'] });
+  const nodeFlags = ['--max-old-space-size=4096'];
+  // Profiling the generator itself (is it the bottleneck?): HERALD_BENCH_PROFILE_GENERATORS=DIR.
+  const profileDir = process.env.HERALD_BENCH_PROFILE_GENERATORS;
+  if (profileDir) nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}-${process.pid}-${Date.now()}.cpuprofile`);
+  return Child.start(name, { script, cpu: GENERATOR_CPU, quiet, nodeFlags });
 }

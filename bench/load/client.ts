@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { containsProbe, nowMicros, scanStamps } from './payload.js';
+import { containsProbe, countWarmups, nowMicros, scanStamps } from './payload.js';
 import { ChunkedReader, CLOSE_FRAME, clientFrame, FrameReader, headEnd, PONG_FRAME, upgradeRequest, type FrameSink } from './wire.js';
 
 /**
@@ -24,12 +24,21 @@ export interface ConnectionSpec {
 /** Counters shared by every client of one generator process. */
 export interface Tally {
   received: number;
+  /** Warm-up publications received (not measured). */
+  warmups: number;
   probed: number;
   opened: number;
   failed: number;
   closed: number;
   record(latencyMicros: number): void;
 }
+
+/**
+ * Every socket of a generator reads into this one buffer (net `onread`):
+ * no Readable stream, no Buffer per read. Each read is handled
+ * synchronously, and whatever must outlive it is copied.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(256 * 1024);
 
 const SIO_CONNECT = clientFrame(Buffer.from('40'));
 const SIO_PONG = clientFrame(Buffer.from('3'));
@@ -55,9 +64,20 @@ export class LoadClient implements FrameSink {
   ) {
     if (spec.dialect === 'sse') this.chunks = new ChunkedReader((buf, start, end) => this.onPayload(buf, start, end));
     else this.frames = new FrameReader(this);
-    this.socket = connect({ host: '127.0.0.1', port: spec.port, localAddress: spec.localAddress, noDelay: true });
+    this.socket = connect({
+      host: '127.0.0.1',
+      port: spec.port,
+      localAddress: spec.localAddress,
+      noDelay: true,
+      onread: {
+        buffer: READ_BUFFER,
+        callback: (bytes: number, buf: Uint8Array) => {
+          this.onData((buf as Buffer).subarray(0, bytes));
+          return true;
+        },
+      },
+    });
     this.socket.on('connect', () => this.socket.write(this.request()));
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', () => {});
     this.socket.on('close', () => this.onSocketClose());
   }
@@ -105,7 +125,7 @@ export class LoadClient implements FrameSink {
       const buf = this.head.length === 0 ? chunk : Buffer.concat([this.head, chunk]);
       const end = headEnd(buf);
       if (end < 0) {
-        this.head = buf;
+        this.head = Buffer.from(buf);
         return;
       }
       this.head = null;
@@ -141,7 +161,9 @@ export class LoadClient implements FrameSink {
     const stamps = scanStamps(buf, start, end, nowMicros(), this.tally.record);
     if (stamps > 0) {
       this.tally.received += stamps;
-    } else if (!this.probed && containsProbe(buf, start, end)) {
+    } else if (this.probed) {
+      this.tally.warmups += countWarmups(buf, start, end);
+    } else if (containsProbe(buf, start, end)) {
       this.probed = true;
       this.tally.probed++;
     }

@@ -19,6 +19,7 @@ export type GeneratorCommand =
 
 export interface GeneratorStatus {
   received: number;
+  warmups: number;
   probed: number;
   opened: number;
   failed: number;
@@ -44,6 +45,7 @@ export interface GeneratorReport extends GeneratorStatus {
 const histogram = newLatencyHistogram();
 const tally: Tally = {
   received: 0,
+  warmups: 0,
   probed: 0,
   opened: 0,
   failed: 0,
@@ -55,7 +57,7 @@ const publishers: LoadClient[] = [];
 let httpPublisher: HttpPublisher | undefined;
 
 function status(): GeneratorStatus {
-  return { received: tally.received, probed: tally.probed, opened: tally.opened, failed: tally.failed, closed: tally.closed };
+  return { received: tally.received, warmups: tally.warmups, probed: tally.probed, opened: tally.opened, failed: tally.failed, closed: tally.closed };
 }
 
 /** Opens every connection, at most `concurrency` handshakes in flight. */
@@ -122,6 +124,7 @@ async function handle(command: GeneratorCommand): Promise<unknown> {
       return status();
     case 'reset':
       tally.received = 0;
+      tally.warmups = 0;
       histogram.reset();
       return {};
     case 'probe':

@@ -11,6 +11,7 @@
 
 const STAMP_KEY = Buffer.from('"t":');
 const PROBE_KEY = Buffer.from('"probe"');
+const WARMUP_KEY = Buffer.from('{"w":');
 const DIGIT_0 = 0x30;
 const DIGIT_9 = 0x39;
 
@@ -26,6 +27,13 @@ export function payloadText(stampMicros: number, measured: boolean, bytes: numbe
   const head = `{"${measured ? 't' : 'w'}":${stampMicros},"pad":"`;
   const padding = Math.max(0, bytes - head.length - 2);
   return `${head}${'x'.repeat(padding)}"}`;
+}
+
+/** Warm-up publications in bytes [start, end): counted only so the coordinator knows when they have drained. */
+export function countWarmups(buf: Buffer, start: number, end: number): number {
+  let count = 0;
+  for (let at = buf.indexOf(WARMUP_KEY, start); at >= 0 && at < end; at = buf.indexOf(WARMUP_KEY, at + WARMUP_KEY.length)) count++;
+  return count;
 }
 
 export function containsProbe(buf: Buffer, start: number, end: number): boolean {

@@ -90,7 +90,8 @@ export class FrameReader {
       else if (opcode !== OPCODE_PONG) this.sink.onPayload(buf, offset + header, end);
       offset = end;
     }
-    if (offset < total) this.carry = buf.subarray(offset);
+    // Copied: the chunk may be the generator's shared read buffer, reused by the next read.
+    if (offset < total) this.carry = Buffer.from(buf.subarray(offset));
   }
 }
 
@@ -129,7 +130,8 @@ export class ChunkedReader {
       if (size > 0) this.onChunk(buf, start, end);
       offset = end + 2;
     }
-    if (offset < total) this.carry = buf.subarray(offset);
+    // Copied: the chunk may be the generator's shared read buffer, reused by the next read.
+    if (offset < total) this.carry = Buffer.from(buf.subarray(offset));
   }
 }
 
