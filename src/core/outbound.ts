@@ -1,6 +1,6 @@
 import { formatPosition } from './position.js';
 import type { Publication } from './publication.js';
-import { encodeTextFrame } from '../protocol/frame.js';
+import { encodeHttpChunk, encodeTextFrame } from '../protocol/frame.js';
 
 /**
  * A publication prepared for fan-out. Each wire form (room-mode frame,
@@ -11,6 +11,7 @@ export class OutboundPublication {
   private roomFrameBytes: Buffer | undefined;
   private protocolFrameBytes: Buffer | undefined;
   private sseEventBytes: Buffer | undefined;
+  private sseEventChunkBytes: Buffer | undefined;
   private sseBodyBytes: Buffer | undefined;
   private positionText: string | undefined;
 
@@ -33,6 +34,11 @@ export class OutboundPublication {
   /** SSE on a single-channel stream: id, event and data in one chunk. */
   get sseEvent(): Buffer {
     return (this.sseEventBytes ??= Buffer.from(`id: ${this.position}\n${this.sseBodyText()}`));
+  }
+
+  /** The same, framed as an HTTP/1.1 chunk, for streams that write to their socket directly. */
+  get sseEventChunk(): Buffer {
+    return (this.sseEventChunkBytes ??= encodeHttpChunk(this.sseEvent));
   }
 
   /** SSE on a multiplexed stream: event and data only; the stream writes its own id line. */

@@ -22,3 +22,20 @@ export function encodeTextFrame(payload: Buffer): Buffer {
   payload.copy(frame, headerLength);
   return frame;
 }
+
+const CRLF = 0x0d0a;
+
+/**
+ * One HTTP/1.1 chunk (RFC 9112 §7.1): hex size, CRLF, data, CRLF. An SSE
+ * event framed once can be written as it is to every chunked stream, in
+ * one socket write instead of the four that res.write makes per event.
+ */
+export function encodeHttpChunk(payload: Buffer): Buffer {
+  const size = payload.length.toString(16);
+  const chunk = Buffer.allocUnsafe(size.length + 4 + payload.length);
+  chunk.write(size, 0, 'latin1');
+  chunk.writeUInt16BE(CRLF, size.length);
+  payload.copy(chunk, size.length + 2);
+  chunk.writeUInt16BE(CRLF, chunk.length - 2);
+  return chunk;
+}

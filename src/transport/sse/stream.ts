@@ -6,6 +6,7 @@ import type { OutboundPublication } from '../../core/outbound.js';
 import { formatPosition, type Position } from '../../core/position.js';
 import type { DeadlineMember } from '../deadlines.js';
 import type { HeartbeatMember } from '../heartbeat.js';
+import { encodeHttpChunk } from '../../protocol/frame.js';
 import { writeBatched, type Batchable } from '../write-batch.js';
 import { formatStreamId, type ResumePoint } from './last-event-id.js';
 
@@ -26,6 +27,8 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
   private readonly subscriptions: Subscription[] = [];
   private readonly positions = new Map<string, string>();
   private ended = false;
+  /** The socket itself when writes can skip res.write (see writeToSocket); null when they cannot, undefined until known. */
+  private chunkedSocket: Batchable | null | undefined;
 
   constructor(
     private readonly ctx: NodeContext,
@@ -86,7 +89,8 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
   deliver(pub: OutboundPublication): void {
     this.positions.set(pub.pub.channel, pub.position);
     if (this.channels.length === 1) {
-      this.write(pub.sseEvent);
+      if (this.writable() && this.chunkedSocket) this.writeToSocket(this.chunkedSocket, pub.sseEventChunk);
+      else this.write(pub.sseEvent);
       return;
     }
     this.write(Buffer.concat([Buffer.from(`id: ${formatStreamId(this.channels, this.positions)}\n`), pub.sseBody]));
@@ -124,8 +128,32 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
   }
 
   private write(bytes: Buffer): void {
-    if (this.ended || this.stream.writableEnded) return;
+    if (!this.writable()) return;
+    if (this.chunkedSocket) return this.writeToSocket(this.chunkedSocket, encodeHttpChunk(bytes));
     writeBatched(this, bytes);
+    if (this.stream.writableLength > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
+  }
+
+  private writable(): boolean {
+    if (this.ended || this.stream.writableEnded) return false;
+    // Decided at the first write, once the head is out: an HTTP/1.1 chunked response that owns its socket.
+    if (this.chunkedSocket === undefined) {
+      const res = this.stream;
+      this.chunkedSocket = this.req.httpVersionMajor === 1 && res.headersSent && res.chunkedEncoding && res.socket ? { corked: false, stream: res.socket } : null;
+    }
+    return true;
+  }
+
+  /**
+   * HTTP/1.1 chunked streams bypass res.write, which makes four socket writes
+   * per event (size, CRLF, data, CRLF): the event goes to the socket as one
+   * pre-framed chunk, shared by every stream of the channel. The response is
+   * the socket's current message (res.socket is only set then), so these
+   * bytes keep their place among Node's own writes, and res.end() still
+   * writes the last chunk.
+   */
+  private writeToSocket(socket: Batchable, chunk: Buffer): void {
+    writeBatched(socket, chunk);
     if (this.stream.writableLength > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
   }
 
