@@ -8,6 +8,11 @@ export const GENERATOR_CPU = 1;
 
 let tasksetChecked: boolean | undefined;
 
+/** Turns pinning off (--no-pin, and the smoke test, which must not move the test runner). */
+export function disablePinning(): void {
+  tasksetChecked = false;
+}
+
 /** taskset exists and there are at least two cores to keep apart. */
 export function canPin(): boolean {
   if (tasksetChecked === undefined) {

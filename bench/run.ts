@@ -8,7 +8,7 @@ import { cpus, release } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { runConnect, type ConnectResult } from './connect.js';
 import { runFanOut, type FanOutResult } from './fanout.js';
-import { canPin, pinSelf, sleep } from './process.js';
+import { canPin, disablePinning, pinSelf, sleep } from './process.js';
 import { PrivateRedis } from './redis.js';
 import { aggregate, checkGoals, renderReport, type BenchReport, type PendingScenario, type RunResult } from './report.js';
 import { ALIASES, SCENARIOS, type Scenario } from './scenarios.js';
@@ -39,6 +39,7 @@ flags:
   --max-other P        (default 15)
   --json FILE          also write the full report as JSON
   --quiet              hide the servers' own output
+  --no-pin             do not pin processes to cores (results are then noisier)
 `;
 
 export interface BenchOptions {
@@ -60,6 +61,7 @@ export interface BenchOptions {
   readonly quiet: boolean;
   readonly retries: number;
   readonly maxOtherPct: number;
+  readonly pin: boolean;
 }
 
 export class BenchUsageError extends Error {}
@@ -67,7 +69,7 @@ export class BenchUsageError extends Error {}
 export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
   const flags = new Map<string, string>();
   const names: string[] = [];
-  const booleans = new Set(['quiet', 'profile-peers', 'help']);
+  const booleans = new Set(['quiet', 'profile-peers', 'help', 'no-pin']);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '-h' || arg === '--help') return 'help';
@@ -116,6 +118,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
     quiet: flags.has('quiet'),
     retries: number('retries', 1, 0)!,
     maxOtherPct: number('max-other', 15, 0)!,
+    pin: !flags.has('no-pin'),
   };
 }
 
@@ -125,7 +128,8 @@ export async function runBench(argv: readonly string[], print = true): Promise<B
     process.stdout.write(USAGE);
     return undefined;
   }
-  pinSelf();
+  if (options.pin) pinSelf();
+  else disablePinning();
   const fanoutRuns = new Map<string, FanOutResult[]>();
   const connectRuns = new Map<string, ConnectResult[]>();
   const pending: PendingScenario[] = [];
