@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { jwtVerify } from 'jose';
+import { HeraldError } from '../../src/core/errors.js';
 import { SECRET, signToken, sseStatus, upgradeStatus } from '../helpers/auth.js';
 import { metricValue } from '../helpers/metrics.js';
 import { ProtocolSocket } from '../helpers/protocol.js';
@@ -235,17 +236,28 @@ describe('token expiry on a live connection (SPEC §6, TESTPLAN T07)', () => {
     const firstMessage = await ProtocolSocket.open(server.wsUrl);
     await firstMessage.command({ type: 'auth', token: await token('carl', {}, 3) });
     const room = await TestSocket.open(`${server.wsUrl}?room=expiry&token=${await token('dora', {}, 3)}`);
+    const roomRefresher = await TestSocket.open(`${server.wsUrl}?room=expiry&token=${await token('ed', {}, 3)}`);
     for (const peer of [refresher, lazy, firstMessage]) await peer.command({ type: 'subscribe', channel: 'expiry' });
-    await waitForSubscribers(server, 'expiry', 4);
+    await waitForSubscribers(server, 'expiry', 5);
     assert.deepEqual(await refresher.command({ type: 'auth', token: await token('alice') }), { id: refresher.frames.at(-1)!.id, type: 'authed', user: 'alice' });
+    // Room mode refreshes with the same message as its first-message auth; it is answered, never published.
+    const fresh = await token('ed');
+    roomRefresher.send({ type: 'auth', token: fresh });
+    assert.deepEqual(JSON.parse(await roomRefresher.waitFor(() => true)), { type: 'authed', user: 'ed' });
 
     const closes = await Promise.all([lazy.socket.closed, firstMessage.socket.closed, room.closed]);
     assert.deepEqual(closes.map((c) => c.code), [4401, 4401, 4401]);
-    await until(() => server.ctx.hub.subscriberCount('expiry') === 1, 2000, 'expired subscriptions released');
+    await until(() => server.ctx.hub.subscriberCount('expiry') === 2, 2000, 'expired subscriptions released');
     await publish(server, 'expiry', 'after expiry');
     assert.equal((await refresher.next('message', (m) => m.data === 'after expiry')).data, 'after expiry');
+    assert.equal(await roomRefresher.waitFor((t) => t.includes('after expiry')), '"after expiry"');
     assert.equal(refresher.socket.closeCode, undefined);
+    assert.equal(roomRefresher.closeCode, undefined);
+    // Nobody in the room ever saw the refresh, so nobody saw the token.
+    for (const peer of [refresher, lazy, firstMessage]) assert.equal(peer.socket.messages.some((m) => m.includes(fresh)), false);
+    assert.equal(room.messages.some((m) => m.includes(fresh)), false);
     refresher.close();
+    roomRefresher.close();
   });
 
   it('refuses a refresh for another user, and a bad refresh, without dropping the connection', async () => {
@@ -260,6 +272,20 @@ describe('token expiry on a live connection (SPEC §6, TESTPLAN T07)', () => {
     const presence = await peer.command({ type: 'presence', channel: 'still-alice' });
     assert.deepEqual((presence.clients as { user: string }[]).map((c) => c.user), ['alice']);
     peer.close();
+  });
+
+  it('room mode: a refresh for another user closes 4403, a bad refresh 4401, and neither reaches the room', async () => {
+    const listener = await roomMember(server, 'refresh-room', 'listener');
+    const [mallory, garbled] = await Promise.all([roomMember(server, 'refresh-room', 'alice'), roomMember(server, 'refresh-room', 'bob')]);
+    await waitForSubscribers(server, 'refresh-room', 3);
+    const otherUser = await token('mallory');
+    mallory.send({ type: 'auth', token: otherUser });
+    garbled.send({ type: 'auth', token: 'not.a.token' });
+    assert.equal((await mallory.closed).code, 4403);
+    assert.equal((await garbled.closed).code, 4401);
+    await publish(server, 'refresh-room', 'marker');
+    assert.deepEqual([await listener.waitFor(() => true), listener.messages.length], ['"marker"', 1]);
+    listener.close();
   });
 
   it('SSE: an expiring token gets `event: disconnect` with 4401, then the stream ends', async () => {
@@ -312,4 +338,31 @@ describe('herald token (SPEC §1)', () => {
     assert.notEqual(noSub.status, 0);
     assert.match(noSub.stderr, /sub/);
   });
+});
+
+describe('messages queued behind a refused first-message auth (no verification amplification)', () => {
+  let server: TestServer;
+  let verifications = 0;
+  // A slow, always-refusing verifier: everything the client sends meanwhile queues behind the first auth.
+  const refusing = {
+    required: true,
+    async verify(): Promise<never> {
+      verifications++;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      throw new HeraldError('unauthorized', 'invalid token');
+    },
+  };
+  before(async () => (server = await startTestServer({}, { authenticator: refusing })));
+  after(() => server.stop());
+
+  for (const mode of ['room', 'herald.v1'] as const) {
+    it(`${mode}: verifies the first token only, then closes 4401 and drops the rest`, async () => {
+      verifications = 0;
+      const socket = mode === 'room' ? await TestSocket.open(`${server.wsUrl}?room=amp`) : await TestSocket.open(server.wsUrl, 'herald.v1');
+      for (let i = 0; i < 200; i++) socket.send({ id: i, type: 'auth', token: `token-${i}` });
+      assert.equal((await socket.closed).code, 4401);
+      await until(() => server.ctx.websockets.size === 0, 2000, 'connection released');
+      assert.equal(verifications, 1);
+    });
+  }
 });

@@ -146,6 +146,9 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
 
   onMessage(data: Buffer, isBinary: boolean): void {
     this.lastSeen = Date.now();
+    // Once Herald is closing the connection (bad token, rate limit…), what the peer sent after is moot:
+    // above all, messages queued behind a refused first-message auth must not each be verified again.
+    if (this.ws.readyState !== WebSocket.OPEN) return;
     try {
       this.handleMessage(data, isBinary);
     } catch (err) {

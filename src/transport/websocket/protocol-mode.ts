@@ -61,7 +61,7 @@ export class ProtocolConnection extends WebSocketConnection {
 
   protected handleMessage(data: Buffer, isBinary: boolean): void {
     if (this.authenticating) {
-      void this.authenticating.then(() => this.handleMessage(data, isBinary));
+      void this.authenticating.then(() => this.onMessage(data, isBinary));
       return;
     }
     if (isBinary) return this.close(CloseCode.unsupportedData, 'binary frames are not accepted');

@@ -1,7 +1,7 @@
 import type { WebSocket } from 'ws';
 import type { Principal } from '../../auth/principal.js';
 import type { NodeContext } from '../../context.js';
-import { CloseCode } from '../../core/errors.js';
+import { CloseCode, HeraldError } from '../../core/errors.js';
 import type { Subscription } from '../../core/hub.js';
 import type { OutboundPublication } from '../../core/outbound.js';
 import { jsonNestsDeeperThan } from '../../protocol/json-depth.js';
@@ -64,6 +64,28 @@ export class RoomConnection extends WebSocketConnection {
     );
   }
 
+  /**
+   * SPEC §6: a connection stays past its token's expiry when the client sends
+   * a fresh token. In room mode that is the same {"type":"auth","token"}
+   * message; it is never published, which would hand the token to every
+   * member. Room mode has no error replies, so a refused refresh closes.
+   */
+  private refreshToken(token: string): void {
+    this.authenticating = this.adoptToken(token).then(
+      (principal) => {
+        this.authenticating = undefined;
+        if (!principal.canSubscribe(this.room)) return this.close(CloseCode.forbidden, 'not permitted to join this room');
+        this.sendText(JSON.stringify({ type: 'authed', user: principal.user ?? null }));
+      },
+      (err: unknown) => {
+        this.authenticating = undefined;
+        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
+        if (err instanceof HeraldError && err.code === 'forbidden') this.close(CloseCode.forbidden, 'a refreshed token must be for the same user');
+        else this.close(CloseCode.unauthorized, 'invalid token');
+      },
+    );
+  }
+
   deliver(pub: OutboundPublication): void {
     if (pub.pub.sender !== this.id) this.writeFrame(pub.roomFrame);
   }
@@ -73,7 +95,7 @@ export class RoomConnection extends WebSocketConnection {
 
   protected handleMessage(data: Buffer, isBinary: boolean): void {
     if (this.authenticating) {
-      void this.authenticating.then(() => this.handleMessage(data, isBinary));
+      void this.authenticating.then(() => this.onMessage(data, isBinary));
       return;
     }
     if (isBinary) return this.close(CloseCode.unsupportedData, 'binary frames are not accepted');
@@ -88,8 +110,14 @@ export class RoomConnection extends WebSocketConnection {
     if (this.awaitingAuth) return this.authenticateFirstMessage(message);
     // Room mode has no error replies, so a message over the rate is refused by closing 4429, never dropped silently.
     if (!this.withinRateLimit()) return this.close(CloseCode.rateLimited, 'rate limit exceeded');
+    if (this.ctx.auth.required && isAuthMessage(message)) return this.refreshToken(message.token);
     if (!this.principal.canPublish(this.room)) return this.close(CloseCode.forbidden, 'publish not permitted');
     // Room mode has no answers, so a publish the broker refuses closes the connection rather than vanish.
     this.ctx.hub.publish({ channel: this.room, data: text, sender: this.id }).catch(() => this.close(TRY_AGAIN_LATER, 'broker unavailable'));
   }
+}
+
+function isAuthMessage(message: unknown): message is { type: 'auth'; token: string } {
+  const candidate = message as { type?: unknown; token?: unknown } | null;
+  return typeof candidate === 'object' && candidate !== null && candidate.type === 'auth' && typeof candidate.token === 'string';
 }
