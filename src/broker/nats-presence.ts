@@ -49,21 +49,22 @@ export class NatsPresenceStore implements PresenceStore {
 
   async list(channel: string): Promise<PresenceInfo[]> {
     const { js, jsm } = this.requireHandles();
-    const clients: PresenceInfo[] = [];
+    const byKey = new Map<string, PresenceInfo | undefined>();
     const bucket = this.subjects.presenceBucket;
-    const config = { filter_subject: `$KV.${bucket}.${this.subjects.presenceKeys(channel)}`, deliver_policy: DeliverPolicy.LastPerSubject };
+    // The bucket keeps one message per key, so "all" is the current entries. (nats-server 2.9's
+    // last-per-subject delivery repeated one key instead of the others under concurrent puts.)
+    const config = { filter_subject: `$KV.${bucket}.${this.subjects.presenceKeys(channel)}`, deliver_policy: DeliverPolicy.All };
     try {
       await readStored(js, jsm, `KV_${bucket}`, config, this.timeoutMs, (msg) => {
         const operation = msg.headers?.get('KV-Operation');
-        if (operation === 'DEL' || operation === 'PURGE') return true;
-        const info = parsePresenceInfo(textDecoder.decode(msg.data));
-        if (info) clients.push(info);
+        const removed = operation === 'DEL' || operation === 'PURGE';
+        byKey.set(msg.subject, removed ? undefined : parsePresenceInfo(textDecoder.decode(msg.data)));
         return true;
       });
     } catch {
       throw unavailable('broker unavailable: nats presence read failed');
     }
-    return clients;
+    return [...byKey.values()].filter((info): info is PresenceInfo => info !== undefined);
   }
 
   async refresh(): Promise<void> {

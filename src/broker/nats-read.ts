@@ -25,7 +25,11 @@ export async function readStored(
   try {
     if (info.num_pending === 0) return;
     const messages = js.fetch(stream, info.name, { batch: info.num_pending, no_wait: true, expires: timeoutMs });
+    let lastSeq = 0;
     for await (const msg of messages) {
+      // Stream order is ascending; never hand the caller a message twice.
+      if (msg.seq <= lastSeq) continue;
+      lastSeq = msg.seq;
       if (!take(msg)) {
         messages.stop();
         break;

@@ -22,6 +22,7 @@ import type { PresenceEvent } from '../core/presence.js';
 import type { HistoryQuery, HistoryResult, Publication, PublishRequest } from '../core/publication.js';
 import type { Broker, BrokerListener, HistoryLimits } from './broker.js';
 import { decodeEnvelope, decodePresenceEvent, encodeEnvelope, encodePresenceEvent } from './envelope.js';
+import { LivenessProbe } from './liveness-probe.js';
 import { NatsPresenceStore } from './nats-presence.js';
 import { readStored } from './nats-read.js';
 import { NatsSubjects } from './nats-subjects.js';
@@ -102,10 +103,9 @@ export class NatsBroker implements Broker {
   private readonly tops = new Map<string, ChannelTop>();
   /** Publishes of one channel from this node run one after another (each needs the previous sequence). */
   private readonly publishQueues = new Map<string, Promise<unknown>>();
-  private probeTimer: NodeJS.Timeout | undefined;
+  private readonly probe: LivenessProbe;
+  private retryTimer: NodeJS.Timeout | undefined;
   private presenceTimer: NodeJS.Timeout | undefined;
-  private probeSequence = 0;
-  private probeAwaited = 0;
   private closed = false;
 
   constructor(private readonly options: NatsBrokerOptions) {
@@ -120,6 +120,11 @@ export class NatsBroker implements Broker {
       options.presenceTtlMs ?? 60_000,
       this.timeoutMs,
     );
+    this.probe = new LivenessProbe(options.probeIntervalMs ?? 5000, {
+      active: () => this.state === 'ready',
+      send: (sequence) => this.nc?.publish(this.probeSubject, String(sequence)),
+      onTimeout: () => this.reconnectStarved(),
+    });
   }
 
   async start(listener: BrokerListener): Promise<void> {
@@ -140,8 +145,12 @@ export class NatsBroker implements Broker {
       (nc) => this.onConnected(nc),
       (err: Error) => this.log?.error({ err: err.message }, 'nats connect failed'),
     );
-    this.probeTimer = setInterval(() => this.probe(), probeIntervalMs);
-    this.probeTimer.unref();
+    this.probe.start();
+    // A node whose stream setup failed (JetStream not ready yet) retries it.
+    this.retryTimer = setInterval(() => {
+      if (this.state === 'down' && this.connected && !this.closed) void this.prepare();
+    }, probeIntervalMs);
+    this.retryTimer.unref();
     this.presenceTimer = setInterval(() => this.refreshPresence(), Math.max(250, this.presence.ttlMs / 3));
     this.presenceTimer.unref();
 
@@ -225,7 +234,8 @@ export class NatsBroker implements Broker {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.probeTimer);
+    this.probe.stop();
+    clearInterval(this.retryTimer);
     clearInterval(this.presenceTimer);
     this.listener = undefined;
     await this.nc?.close().catch(() => undefined);
@@ -347,7 +357,7 @@ export class NatsBroker implements Broker {
     this.js = nc.jetstream({ timeout: this.timeoutMs });
     nc.subscribe(this.probeSubject, {
       callback: (err, msg) => {
-        if (!err && Number(msg.string()) === this.probeAwaited) this.probeAwaited = 0;
+        if (!err) this.probe.received(Number(msg.string()));
       },
     });
     void this.watchStatus(nc);
@@ -395,7 +405,7 @@ export class NatsBroker implements Broker {
       if (!this.connected || this.closed) return;
       this.state = 'ready';
       this.downReason = undefined;
-      this.probeAwaited = 0;
+      this.probe.reset();
       this.log?.info({ channels: this.subscriptions.size }, 'nats ready');
       this.refreshPresence();
       this.updateReadiness();
@@ -427,32 +437,18 @@ export class NatsBroker implements Broker {
     this.state = this.state === 'connecting' ? 'connecting' : 'down';
     this.downReason = reason;
     this.tops.clear();
-    this.probeAwaited = 0;
+    this.probe.reset();
     this.updateReadiness();
   }
 
   /**
-   * Core NATS drops messages silently for a slow or cut-off subscriber, so
-   * the node sends itself a probe each interval; one that has not come back
-   * by the next interval forces a reconnect, after which the hub re-checks
-   * every channel against history. A node whose stream setup failed retries it here too.
+   * Core NATS drops messages silently for a slow or cut-off subscriber; a lost
+   * probe forces a reconnect, after which the hub re-checks every channel.
    */
-  private probe(): void {
-    const nc = this.nc;
-    if (!nc || this.closed) return;
-    if (this.state === 'down' && this.connected) {
-      void this.prepare();
-      return;
-    }
-    if (this.state !== 'ready') return;
-    if (this.probeAwaited !== 0) {
-      this.stats.probeTimeouts++;
-      this.setDown('nats probe timed out');
-      nc.reconnect().catch(() => undefined);
-      return;
-    }
-    this.probeAwaited = ++this.probeSequence;
-    nc.publish(this.probeSubject, String(this.probeAwaited));
+  private reconnectStarved(): void {
+    this.stats.probeTimeouts++;
+    this.setDown('nats probe timed out');
+    this.nc?.reconnect().catch(() => undefined);
   }
 
   private onLive(channel: string, msg: Msg): void {

@@ -7,6 +7,7 @@ import type { PresenceEvent } from '../core/presence.js';
 import type { HistoryQuery, HistoryResult, Publication, PublishRequest } from '../core/publication.js';
 import type { Broker, BrokerListener, HistoryLimits } from './broker.js';
 import { decodeEnvelope, decodePresenceEvent, encodeEnvelope, encodePresenceEvent } from './envelope.js';
+import { LivenessProbe } from './liveness-probe.js';
 import { RedisKeys } from './redis-keys.js';
 import { RedisPresenceStore, type PresenceCommands } from './redis-presence.js';
 import { HISTORY_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_REMOVE_SCRIPT, PUBLISH_SCRIPT } from './redis-scripts.js';
@@ -16,7 +17,7 @@ export interface RedisBrokerOptions {
   readonly url: string;
   readonly limits: HistoryLimits;
   readonly prefix?: string;
-  /** PUB/SUB liveness probe period; a probe not back within one period restarts the subscriber connection. */
+  /** PUB/SUB liveness probe period; a probe lost for two periods restarts the subscriber connection. */
   readonly probeIntervalMs?: number;
   /** A command not answered within this is refused (publish → 503). */
   readonly commandTimeoutMs?: number;
@@ -52,6 +53,7 @@ export class RedisBroker implements Broker {
   readonly kind = 'redis';
   readonly presence: RedisPresenceStore;
   readonly stats = { resubscribes: 0, probeTimeouts: 0 };
+  private readonly probe: LivenessProbe;
   private readonly keys: RedisKeys;
   private readonly probeChannel: string;
   private readonly ttlMs: number;
@@ -70,11 +72,7 @@ export class RedisBroker implements Broker {
   private listener: BrokerListener | undefined;
   private reportedReady = false;
   private readyWaiters: (() => void)[] = [];
-  private probeTimer: NodeJS.Timeout | undefined;
   private presenceTimer: NodeJS.Timeout | undefined;
-  private probeSequence = 0;
-  /** The probe sequence number still expected back on the subscriber connection (0 = none). */
-  private probeAwaited = 0;
   private closed = false;
 
   constructor(private readonly options: RedisBrokerOptions) {
@@ -84,6 +82,11 @@ export class RedisBroker implements Broker {
     this.probeIntervalMs = options.probeIntervalMs ?? 5000;
     this.log = options.log?.child({ broker: 'redis' });
     this.presence = new RedisPresenceStore(() => this.commands, this.keys, options.presenceTtlMs ?? 60_000);
+    this.probe = new LivenessProbe(this.probeIntervalMs, {
+      active: () => this.commandState === 'ready' && this.subscriberState === 'ready',
+      send: (sequence) => this.sendProbe(sequence),
+      onTimeout: () => this.restartStarvedSubscriber(),
+    });
   }
 
   async start(listener: BrokerListener): Promise<void> {
@@ -105,8 +108,7 @@ export class RedisBroker implements Broker {
     this.watchCommandConnection();
     this.watchSubscriberConnection();
 
-    this.probeTimer = setInterval(() => this.probe(), this.probeIntervalMs);
-    this.probeTimer.unref();
+    this.probe.start();
     this.presenceTimer = setInterval(() => this.refreshPresence(), Math.max(250, this.presence.ttlMs / 3));
     this.presenceTimer.unref();
 
@@ -202,7 +204,7 @@ export class RedisBroker implements Broker {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.probeTimer);
+    this.probe.stop();
     clearInterval(this.presenceTimer);
     this.listener = undefined;
     this.subscriber?.disconnect();
@@ -247,7 +249,7 @@ export class RedisBroker implements Broker {
       this.subscriberGeneration++;
       if (this.subscriberState === 'ready') this.log?.warn('redis subscriber connection lost');
       if (this.subscriberState !== 'connecting') this.subscriberState = 'down';
-      this.probeAwaited = 0;
+      this.probe.reset();
       this.updateReadiness();
     });
     connection.on('error', (err: Error) => this.log?.debug({ err: err.message }, 'redis subscriber connection error'));
@@ -276,14 +278,14 @@ export class RedisBroker implements Broker {
     this.connectedOnce = true;
     this.subscriberState = 'ready';
     this.subscriberDownReason = undefined;
-    this.probeAwaited = 0;
+    this.probe.reset();
     this.log?.info({ channels: names.length - 1 }, 'redis subscriber ready');
     this.updateReadiness();
   }
 
   private onMessage(name: string, message: string): void {
     if (name === this.probeChannel) {
-      if (Number(message) === this.probeAwaited) this.probeAwaited = 0;
+      this.probe.received(Number(message));
       return;
     }
     const channel = this.keys.channelOfPubsub(name);
@@ -299,28 +301,19 @@ export class RedisBroker implements Broker {
     if (event) listener.onPresence(event);
   }
 
-  /**
-   * The node publishes to a channel only it subscribes to; if that probe has
-   * not come back one interval later, the subscriber connection is open but
-   * starved (centrifugo#1189), so it is restarted — and the hub then re-checks
-   * every channel against history once the connection is ready again.
-   */
-  private probe(): void {
-    if (this.commandState !== 'ready' || this.subscriberState !== 'ready') return;
-    if (this.probeAwaited !== 0) {
-      this.stats.probeTimeouts++;
-      this.probeAwaited = 0;
-      this.log?.warn('redis PUB/SUB probe timed out; restarting the subscriber connection');
-      this.subscriberState = 'down';
-      this.subscriberDownReason = 'redis PUB/SUB probe timed out';
-      this.updateReadiness();
-      this.subscriber.disconnect(true);
-      return;
-    }
-    const sequence = ++this.probeSequence;
-    this.probeAwaited = sequence;
+  /** The probe came not back: the subscriber connection is open but starved (centrifugo#1189). */
+  private restartStarvedSubscriber(): void {
+    this.stats.probeTimeouts++;
+    this.log?.warn('redis PUB/SUB probe timed out; restarting the subscriber connection');
+    this.subscriberState = 'down';
+    this.subscriberDownReason = 'redis PUB/SUB probe timed out';
+    this.updateReadiness();
+    this.subscriber.disconnect(true);
+  }
+
+  private sendProbe(sequence: number): void {
     this.commands.publish(this.probeChannel, String(sequence)).catch((err: Error) => {
-      if (this.probeAwaited === sequence) this.probeAwaited = 0;
+      this.probe.unsent(sequence);
       // A command connection that stopped answering is not "down" to ioredis; make it reconnect.
       if (/timed out/i.test(err.message) && this.commandState === 'ready' && !this.closed) {
         this.log?.warn('redis command connection stalled; reconnecting');

@@ -99,8 +99,8 @@ export class RedisProcess extends BrokerProcess {
   }
 
   /** `extraArgs` e.g. ['--appendonly', 'yes', '--appendfsync', 'always'] for persistence. */
-  static async start(extraArgs: string[] = []): Promise<RedisProcess> {
-    const server = new RedisProcess(await freePort(), mkdtempSync(join(tmpdir(), 'herald-redis-')), extraArgs);
+  static async start(extraArgs: string[] = [], port?: number): Promise<RedisProcess> {
+    const server = new RedisProcess(port ?? (await freePort()), mkdtempSync(join(tmpdir(), 'herald-redis-')), extraArgs);
     await server.launch();
     return server;
   }

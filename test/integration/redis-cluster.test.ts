@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { RedisBroker } from '../../src/broker/redis.js';
-import { RedisProcess } from '../helpers/brokers.js';
+import { freePort, RedisProcess } from '../helpers/brokers.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { epochOf, offsetOf, ProtocolSocket, type Frame } from '../helpers/protocol.js';
 import { publish, startTestServer, type TestServer } from '../helpers/server.js';
@@ -39,6 +39,20 @@ async function subscribed(peer: ProtocolSocket, channel: string, extra: Record<s
   assert.equal(answer.type, 'subscribed', JSON.stringify(answer));
   return answer;
 }
+
+/**
+ * Room mode has no "joined" answer: publish markers through the API until
+ * every member has heard one, so the test's own messages come after the join.
+ */
+async function joined(node: { url: string }, room: string, members: TestSocket[]): Promise<void> {
+  let marker = 0;
+  await until(async () => {
+    await publish(node, room, { joinMarker: ++marker });
+    return members.every((member) => member.messages.some((text) => text.includes('joinMarker')));
+  }, 10_000, `members joined ${room}`);
+}
+
+const notMarker = (text: string) => !text.includes('joinMarker');
 
 /** Opens an SSE stream and resolves once it is subscribed (its first id block has arrived). */
 async function openSse(url: string, headers: Record<string, string> = {}): Promise<SseReader> {
@@ -81,15 +95,16 @@ describe('three nodes on one Redis (SPEC §7)', () => {
 
   it('room mode: a member message reaches members on the other nodes exactly as sent, not the sender', async () => {
     const members = await Promise.all(nodes.map((node) => TestSocket.open(`${node.wsUrl}?room=lobby`)));
-    await until(async () => (await numsub('lobby')) === 3, 5000, 'three nodes subscribed');
+    await joined(nodes[0]!, 'lobby', members);
+    const seen = members.map((member) => member.messages.length);
     members[0]!.send('{"text": "hi from node 0"}');
-    assert.equal(await members[1]!.waitFor(() => true), '{"text": "hi from node 0"}');
-    assert.equal(await members[2]!.waitFor(() => true), '{"text": "hi from node 0"}');
+    assert.equal(await members[1]!.waitFor(notMarker, seen[1]), '{"text": "hi from node 0"}');
+    assert.equal(await members[2]!.waitFor(notMarker, seen[2]), '{"text": "hi from node 0"}');
     members[2]!.send('{"text":"hi from node 2"}');
     // The sender's own message is never echoed: the first thing it hears is the reply from node 2.
-    assert.equal(await members[0]!.waitFor(() => true), '{"text":"hi from node 2"}');
-    assert.equal(await members[1]!.waitFor((t) => t.includes('node 2')), '{"text":"hi from node 2"}');
-    assert.deepEqual(members[2]!.messages, ['{"text": "hi from node 0"}']);
+    assert.equal(await members[0]!.waitFor(notMarker, seen[0]), '{"text":"hi from node 2"}');
+    assert.equal(await members[1]!.waitFor((t) => t.includes('node 2'), seen[1]), '{"text":"hi from node 2"}');
+    assert.deepEqual(members[2]!.messages.slice(seen[2]).filter(notMarker), ['{"text": "hi from node 0"}']);
     for (const member of members) member.close();
   });
 
@@ -187,11 +202,14 @@ describe('three nodes on one Redis (SPEC §7)', () => {
     const aliceId = String(((await alice.socket.next<Frame>('connected')) as Frame).client);
     const join = await alice.next('join', (f) => f.client === bobId);
     assert.equal(join.channel, 'team');
-    const listed = await status(`${nodes[2]!.url}/api/presence/team`);
-    assert.deepEqual((listed.body.clients as { client: string }[]).map((c) => c.client).sort(), [aliceId, bobId].sort());
+    // Each node stores its own client's entry; wait for both (alice's store may still be in flight on node 0).
+    const clients = async () => ((await status(`${nodes[2]!.url}/api/presence/team`)).body.clients as { client: string }[]).map((c) => c.client).sort();
+    await until(async () => (await clients()).length === 2, 5000, 'both listed');
+    assert.deepEqual(await clients(), [aliceId, bobId].sort());
     bob.close();
     await alice.next('leave', (f) => f.client === bobId);
-    await until(async () => ((await status(`${nodes[2]!.url}/api/presence/team`)).body.clients as unknown[]).length === 1, 5000, 'bob gone');
+    await until(async () => (await clients()).length === 1, 5000, 'bob gone');
+    assert.deepEqual(await clients(), [aliceId]);
     alice.close();
   });
 
@@ -355,10 +373,11 @@ describe('three nodes on one Redis (SPEC §7)', () => {
     await subscribed(peer, channel);
     const reader = await openSse(`${nodes[2]!.url}/events/${channel}`);
     const member = await TestSocket.open(`${nodes[0]!.wsUrl}?room=${channel}`);
+    await joined(nodes[2]!, channel, [member]);
     await until(async () => (await numsub(channel)) === 3, 5000, 'subscribed on three nodes');
     const before = await publish(nodes[0]!, channel, { phase: 'before' });
     await peer.waitForMessages(channel, 1);
-    await member.waitFor(() => true);
+    await member.waitFor((text) => text.includes('"before"'));
 
     await redis.kill('SIGKILL');
     for (const node of nodes) {
@@ -406,6 +425,27 @@ describe('three nodes on one Redis (SPEC §7)', () => {
     peer.close();
     member.close();
     reader.close();
+  });
+});
+
+describe('a node started before its Redis', () => {
+  it('starts unready (503 for /readyz and publishes) and becomes ready by itself when Redis appears', async () => {
+    const port = await freePort();
+    const broker = new RedisBroker({ url: `redis://127.0.0.1:${port}`, limits: { size: 10, ttlSeconds: 60 }, startTimeoutMs: 100 });
+    const node = await startTestServer({ 'log-level': 'silent' }, { broker });
+    let redis: RedisProcess | undefined;
+    try {
+      const readyz = await status(`${node.url}/readyz`);
+      assert.equal(readyz.status, 503);
+      assert.match(String(readyz.body.reason), /redis/);
+      assert.equal((await postPublish(node, 'early', { n: 1 })).status, 503);
+      redis = await RedisProcess.start([], port);
+      await until(async () => (await fetch(`${node.url}/readyz`)).status === 200, 10_000, 'ready once Redis is up');
+      assert.equal(offsetOf((await publish(node, 'early', { n: 2 })).position), 1);
+    } finally {
+      await node.stop();
+      await redis?.stop();
+    }
   });
 });
 
