@@ -19,6 +19,10 @@ export class HttpRouter {
     this.api = new PublishApi(ctx);
     const key = ctx.settings['api-key'];
     this.apiKeyDigest = key === undefined ? undefined : digest(key);
+    if (key === undefined && ctx.auth.required) {
+      // The API is for backends and ignores token claims: without a key, anyone reaching it may publish anywhere and read any history.
+      ctx.log.warn('token auth is on but /api/* is open to anyone: set --api-key');
+    }
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {

@@ -292,6 +292,19 @@ describe('slow consumers (--max-outbound-buffer)', () => {
     for (const peer of healthy) peer.close();
   });
 
+  it('cuts off a ping flood from a client that does not read its pongs (TESTPLAN F12)', async () => {
+    const bystander = await TestSocket.open(`${server.wsUrl}?room=pings`);
+    const flooder = await TestSocket.open(`${server.wsUrl}?room=pings`);
+    await waitForSubscribers(server, 'pings', 2);
+    (flooder.ws as unknown as { _socket: Socket })._socket.pause();
+    for (let i = 0; i < 500; i++) flooder.ws.ping(Buffer.alloc(125));
+    await until(() => server.ctx.hub.subscriberCount('pings') === 1, 5000, 'flooder cut off');
+    await publish(server, 'pings', 'still here');
+    assert.equal(await bystander.waitFor(() => true), '"still here"');
+    flooder.ws.terminate();
+    bystander.close();
+  });
+
   it('ends an SSE stream whose reader stops reading; a healthy reader gets everything', async () => {
     const drops = await metricValue(server, 'herald_drops_total', { reason: 'slow_consumer' });
     const healthy = await SseReader.open(`${server.url}/events/sse-firehose`);
@@ -341,6 +354,13 @@ describe('--api-key and --metrics-port (SPEC §1, §2)', () => {
     // Health checks and client transports are not behind the key.
     assert.equal((await api(server, '/healthz')).status, 200);
     assert.equal((await sseStatus(`${server.url}/events/keyed`)).status, 200);
+  });
+
+  it('warns at start when token auth is on but /api/* has no key', async () => {
+    const open = await startTestServer({ 'jwt-secret': 'a-secret' });
+    await open.stop();
+    assert.ok(open.logs.some((line) => line.includes('"level":40') && line.includes('--api-key')));
+    assert.equal(server.logs.some((line) => line.includes('/api/* is open')), false);
   });
 
   it('puts /metrics behind the key on the main port', async () => {
