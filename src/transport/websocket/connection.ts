@@ -34,6 +34,8 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
   /** No token yet: only a first `auth` message is accepted until the auth deadline (SPEC §6). */
   protected awaitingAuth: boolean;
   protected principal: Principal;
+  /** Herald is closing this connection for cause; later input is ignored. */
+  private refused = false;
   private readonly bucket: BucketState;
 
   constructor(
@@ -78,6 +80,7 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
   }
 
   close(code: number, reason: string): void {
+    if (code !== CloseCode.goingAway) this.refused = true;
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.countClose(code);
     this.ws.close(code, reason);
   }
@@ -146,9 +149,10 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
 
   onMessage(data: Buffer, isBinary: boolean): void {
     this.lastSeen = Date.now();
-    // Once Herald is closing the connection (bad token, rate limit…), what the peer sent after is moot:
+    // Once Herald closes the connection for cause (bad token, rate limit…), what the peer sent after is moot:
     // above all, messages queued behind a refused first-message auth must not each be verified again.
-    if (this.ws.readyState !== WebSocket.OPEN) return;
+    // (A peer's own close, or a drain, still lets messages sent before it through.)
+    if (this.refused) return;
     try {
       this.handleMessage(data, isBinary);
     } catch (err) {
