@@ -289,7 +289,7 @@ describe('token expiry on a live connection (SPEC §6, TESTPLAN T07)', () => {
   });
 
   it('SSE: an expiring token gets `event: disconnect` with 4401, then the stream ends', async () => {
-    const reader = await SseReader.open(`${server.url}/events/sse-expiry`, { Authorization: `Bearer ${await token('alice', {}, 2)}` });
+    const reader = await SseReader.open(`${server.url}/events/sse-expiry`, { Authorization: `Bearer ${await token('alice', {}, 3)}` });
     assert.equal(reader.status, 200);
     await reader.waitFor((e) => e.event === 'connected');
     await waitForSubscribers(server, 'sse-expiry', 1);
