@@ -1,5 +1,5 @@
 import { createHmac, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT, type JWTPayload } from 'jose';
@@ -51,6 +51,8 @@ export interface KeyFiles {
   readonly publicPem: string;
   /** Path of the PEM public key, for --jwt-public-key. */
   readonly publicKeyPath: string;
+  /** Deletes the key file. */
+  remove(): void;
 }
 
 export function generateKeyFiles(type: 'rsa' | 'ec'): KeyFiles {
@@ -59,7 +61,7 @@ export function generateKeyFiles(type: 'rsa' | 'ec'): KeyFiles {
   const dir = mkdtempSync(join(tmpdir(), 'herald-keys-'));
   const publicKeyPath = join(dir, `${type}.pub.pem`);
   writeFileSync(publicKeyPath, publicPem);
-  return { privateKey, publicKey, publicPem, publicKeyPath };
+  return { privateKey, publicKey, publicPem, publicKeyPath, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 /**

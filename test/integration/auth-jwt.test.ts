@@ -117,6 +117,8 @@ describe('JWT with a PEM public key (SPEC §6)', () => {
   });
   after(async () => {
     await Promise.all([rsaServer.stop(), ecServer.stop()]);
+    rsa.remove();
+    ec.remove();
     assertLogsClean(rsaServer, used);
     assertLogsClean(ecServer, used);
   });
