@@ -2,13 +2,19 @@ import type { Writable } from 'node:stream';
 
 /**
  * Coalesces writes per socket within one turn of the event loop: the first
- * write corks the socket, one microtask later every corked socket is
- * uncorked, so a burst of publications reaches each socket as one writev.
+ * write corks the socket, and every corked socket is uncorked in the check
+ * phase of the same loop iteration (setImmediate), so all the publications
+ * handled in one iteration reach each socket as one write(v) — uWebSockets'
+ * cork-per-iteration. A microtask would flush after each callback instead:
+ * HTTP publishes (each in its own callback) then cost one syscall per
+ * delivery each, and a saturated node never catches up (SSE fan-out at 100k
+ * deliveries/s: 13.3 → 9.0 µs of CPU per delivery, p99 1.8 s → 0.1 s). When
+ * idle, the iteration holds one callback, so the flush comes just as soon.
  * One module-level list, no per-socket timers or closures.
  */
 export interface Batchable {
-  /** Set while the stream is corked by this batch. */
-  corked: boolean;
+  /** Bytes written through the batch since the stream was corked; 0 while not corked. */
+  batchedBytes: number;
   readonly stream: Writable;
 }
 
@@ -16,16 +22,25 @@ let corked: Batchable[] = [];
 let flushScheduled = false;
 
 export function writeBatched(target: Batchable, bytes: Buffer): void {
-  if (!target.corked) {
-    target.corked = true;
+  if (target.batchedBytes === 0) {
     target.stream.cork();
     corked.push(target);
     if (!flushScheduled) {
       flushScheduled = true;
-      queueMicrotask(flushBatches);
+      setImmediate(flushBatches);
     }
   }
+  target.batchedBytes += bytes.length;
   target.stream.write(bytes);
+}
+
+/**
+ * Bytes queued for the peer that the kernel has not taken: what the
+ * slow-consumer limit counts. The batch being built in this iteration is
+ * not a backlog — it has not been offered to the socket yet.
+ */
+export function backlogBytes(target: Batchable): number {
+  return target.stream.writableLength - target.batchedBytes;
 }
 
 function flushBatches(): void {
@@ -33,7 +48,7 @@ function flushBatches(): void {
   corked = [];
   flushScheduled = false;
   for (const target of batch) {
-    target.corked = false;
+    target.batchedBytes = 0;
     target.stream.uncork();
   }
 }

@@ -7,7 +7,7 @@ import { formatPosition, type Position } from '../../core/position.js';
 import type { DeadlineMember } from '../deadlines.js';
 import type { HeartbeatMember } from '../heartbeat.js';
 import { encodeHttpChunk } from '../../protocol/frame.js';
-import { writeBatched, type Batchable } from '../write-batch.js';
+import { backlogBytes, writeBatched, type Batchable } from '../write-batch.js';
 import { formatStreamId, type ResumePoint } from './last-event-id.js';
 
 const PING_COMMENT = Buffer.from(': ping\n\n');
@@ -22,7 +22,7 @@ const UNRECOVERABLE: Position = { offset: -1, epoch: '-' };
  * as they are; multiplexed streams prefix their own id line.
  */
 export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, Batchable, Drainable {
-  corked = false;
+  batchedBytes = 0;
   readonly tracksPresence = false;
   private readonly subscriptions: Subscription[] = [];
   private readonly positions = new Map<string, string>();
@@ -131,7 +131,7 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
     if (!this.writable()) return;
     if (this.chunkedSocket) return this.writeToSocket(this.chunkedSocket, encodeHttpChunk(bytes));
     writeBatched(this, bytes);
-    if (this.stream.writableLength > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
+    if (backlogBytes(this) > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
   }
 
   private writable(): boolean {
@@ -139,7 +139,7 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
     // Decided at the first write, once the head is out: an HTTP/1.1 chunked response that owns its socket.
     if (this.chunkedSocket === undefined) {
       const res = this.stream;
-      this.chunkedSocket = this.req.httpVersionMajor === 1 && res.headersSent && res.chunkedEncoding && res.socket ? { corked: false, stream: res.socket } : null;
+      this.chunkedSocket = this.req.httpVersionMajor === 1 && res.headersSent && res.chunkedEncoding && res.socket ? { batchedBytes: 0, stream: res.socket } : null;
     }
     return true;
   }
@@ -154,7 +154,7 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
    */
   private writeToSocket(socket: Batchable, chunk: Buffer): void {
     writeBatched(socket, chunk);
-    if (this.stream.writableLength > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
+    if (backlogBytes(socket) > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
   }
 
   private dropSlowReader(): void {
