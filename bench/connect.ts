@@ -66,7 +66,8 @@ export async function runConnect(scenario: Scenario, target: Target, settings: C
     if (foreignCpuPct > 10) warnings.push(`other processes used ${foreignCpuPct.toFixed(0)}% of the server core during the storm`);
     if (opened.failed > 0) warnings.push(`${opened.failed} connections failed`);
 
-    await sleep(1000);
+    // Let the storm's last subscriptions and the collector's background work finish before watching idle CPU.
+    await sleep(2000);
     const idleStart = servers.cpuMicros();
     await sleep(settings.idleMs);
     const idleCpu = servers.cpuMicros() - idleStart;

@@ -4,7 +4,10 @@
  * profile can be read without a browser. Idle time is left out of the
  * percentages.
  *
- *   node dist/bench/profile-summary.js DIR/room-1k-herald-room-r1.cpuprofile [--top 30]
+ *   node dist/bench/profile-summary.js DIR/room-1k-herald-room-r1.cpuprofile [--top 30] [--from S] [--to S]
+ *
+ * --from/--to keep only the samples taken between those seconds after the
+ * profile started (e.g. just the measured window, without start-up).
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -37,10 +40,20 @@ function label(node: ProfileNode): string {
   return `${functionName || '(anonymous)'}${file ? ` ${file}` : ''}`;
 }
 
-export function summarizeProfile(profile: CpuProfile): { busyMs: number; idleMs: number; functions: FunctionTime[] } {
+export interface Window {
+  readonly fromMs: number;
+  readonly toMs: number;
+}
+
+export function summarizeProfile(profile: CpuProfile, window: Window = { fromMs: 0, toMs: Infinity }): { busyMs: number; idleMs: number; functions: FunctionTime[] } {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
-  profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  let at = 0;
+  profile.samples.forEach((id, i) => {
+    const delta = profile.timeDeltas[i] ?? 0;
+    at += delta;
+    if (at >= window.fromMs * 1000 && at <= window.toMs * 1000) selfUs.set(id, (selfUs.get(id) ?? 0) + delta);
+  });
   const parent = new Map<number, number>();
   for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
 
@@ -70,8 +83,8 @@ export function summarizeProfile(profile: CpuProfile): { busyMs: number; idleMs:
   return { busyMs: busyUs / 1000, idleMs: idleUs / 1000, functions };
 }
 
-export function renderProfile(path: string, top: number): string {
-  const { busyMs, idleMs, functions } = summarizeProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile);
+export function renderProfile(path: string, top: number, window?: Window): string {
+  const { busyMs, idleMs, functions } = summarizeProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, window);
   const pct = (ms: number) => `${((ms / busyMs) * 100).toFixed(1).padStart(5)}%`;
   const lines = [`${basename(path)}: busy ${busyMs.toFixed(0)} ms, idle ${idleMs.toFixed(0)} ms`, '', 'self time:'];
   for (const fn of [...functions].sort((a, b) => b.selfMs - a.selfMs).slice(0, top)) lines.push(`  ${pct(fn.selfMs)}  ${fn.name}`);
@@ -82,7 +95,11 @@ export function renderProfile(path: string, top: number): string {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const args = process.argv.slice(2);
-  const topAt = args.indexOf('--top');
-  const top = topAt >= 0 ? Number(args.splice(topAt, 2)[1]) : 30;
-  for (const path of args) process.stdout.write(`${renderProfile(path, top)}\n\n`);
+  const option = (name: string, fallback: number) => {
+    const at = args.indexOf(name);
+    return at >= 0 ? Number(args.splice(at, 2)[1]) : fallback;
+  };
+  const top = option('--top', 30);
+  const window = { fromMs: option('--from', 0) * 1000, toMs: option('--to', Infinity) * 1000 };
+  for (const path of args) process.stdout.write(`${renderProfile(path, top, window)}\n\n`);
 }

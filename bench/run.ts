@@ -23,7 +23,7 @@ servers:   ${Object.keys(TARGETS).join(', ')}
 flags:
   --servers a,b        only these servers (default: each scenario's list)
   --rounds N           repeat each scenario N times, servers in ABBA order, report medians (default 1)
-  --duration S         measured seconds per fan-out run (default 4)
+  --duration S         measured seconds per fan-out run (default 3)
   --warmup S           warm-up seconds before each measured window (default 1)
   --rate N             publications per second, over all rooms (default: the scenario's)
   --subscribers N      subscribers per room (fan-out) (default: the scenario's)
@@ -103,7 +103,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | 'help' {
     scenarios: SCENARIOS.filter((s) => ids.includes(s.id)),
     servers,
     rounds: number('rounds', 1, 1)!,
-    durationMs: number('duration', 4, 0.1)! * 1000,
+    durationMs: number('duration', 3, 0.1)! * 1000,
     warmupMs: number('warmup', 1, 0)! * 1000,
     rate: number('rate', undefined, 0.1),
     subscribers: number('subscribers', undefined, 1),

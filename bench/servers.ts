@@ -25,7 +25,8 @@ export class ServerSet {
     const ports: number[] = [];
     try {
       for (let node = 0; node < target.nodes; node++) {
-        const nodeFlags = ['--expose-gc'];
+        // Extra V8/Node flags for the servers under test, for investigations (e.g. --trace-gc): HERALD_BENCH_NODE_FLAGS.
+        const nodeFlags = ['--expose-gc', ...(process.env.HERALD_BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [])];
         if (options.profileDir && (target.isHerald || options.profilePeers)) {
           const suffix = target.nodes > 1 ? `-node${node}` : '';
           nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${options.profileDir}`, `--cpu-prof-name=${options.label}${suffix}.cpuprofile`);

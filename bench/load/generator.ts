@@ -104,8 +104,10 @@ function publish(rooms: string[], rate: number, durationMs: number, measured: bo
         resolve({ sent, maxLagMs, ms: performance.now() - started });
         return;
       }
+      // Sleep until the next one is due (timers wake in whole milliseconds, so at high rates a tick sends a few);
+      // spinning on setImmediate instead would burn the generator core the subscribers need.
       const wait = sent * intervalMs - (performance.now() - started);
-      if (wait >= 1) setTimeout(tick, Math.floor(wait));
+      if (wait > 0) setTimeout(tick, Math.max(1, Math.floor(wait)));
       else setImmediate(tick);
     };
     tick();
