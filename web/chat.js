@@ -119,6 +119,7 @@ export function mountChat(root) {
     els.session.hidden = false;
     els.text.focus();
     addSystemLine(`You joined #${room} as ${name}.`);
+    document.dispatchEvent(new CustomEvent('herald-demo:room', { detail: { room } }));
     renderRoster();
 
     client.on('state', (clientState) => {

@@ -71,6 +71,12 @@ export function mountPublishBox(root) {
   }
 
   form.addEventListener('input', update);
+  // Joining a chat room points a chat example at that room, so "Send" lands where you are.
+  document.addEventListener('herald-demo:room', ({ detail }) => {
+    if (!channel.value.startsWith('chat:')) return;
+    channel.value = `chat:${detail.room}`;
+    update();
+  });
   root.querySelectorAll('[data-preset]').forEach((button) => button.addEventListener('click', () => fill(button.dataset.preset)));
 
   form.addEventListener('submit', async (submit) => {
