@@ -1,11 +1,12 @@
-// Runs the compiled test suites with Node's test runner. `npm test` runs all;
+// Runs the compiled test suites with Node's test runner. `npm test` runs all
+// (unit, integration, faults — TESTPLAN's T01–T22 —, e2e);
 // `npm test -- unit integration` runs the named folders of dist/test only.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
-const roots = (suites.length > 0 ? suites : ['unit', 'integration', 'e2e']).map((s) => join('dist', 'test', s));
+const roots = (suites.length > 0 ? suites : ['unit', 'integration', 'faults', 'e2e']).map((s) => join('dist', 'test', s));
 
 function testFiles(dir) {
   if (!existsSync(dir)) return [];
