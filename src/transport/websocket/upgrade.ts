@@ -8,6 +8,7 @@ import { isValidChannelName } from '../../core/channel-name.js';
 import { SUBPROTOCOL } from '../../protocol/messages.js';
 import { ProtocolConnection } from './protocol-mode.js';
 import { RoomConnection } from './room-mode.js';
+import { corkUntilFlush } from '../write-batch.js';
 
 /** Fragments per message and buffered chunks: ws defaults (16384 / 262144) are far above what a 64 KiB message needs. */
 export const MAX_FRAGMENTS = 1024;
@@ -60,6 +61,7 @@ export class WebSocketGateway {
       (principal) => {
         if (socket.destroyed) return;
         const wss = offersSubprotocol(req) ? this.protocolWss : this.wss;
+        corkUntilFlush(socket);
         wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, ip, principal, room));
       },
       (err: unknown) => {
