@@ -116,13 +116,14 @@ export class Subscription {
     this.client.command(command).then(
       (answer) => this.onSubscribed(answer),
       (error: Error) => {
-        if ((error as { code?: string }).code === 'unavailable') return this.retryWhileConnected();
-        if (!this.settled) {
-          this.settled = true;
-          this.rejectReady(error);
-          this.active = false;
-          this.client.forget(this);
-        }
+        const code = (error as { code?: string }).code;
+        if (code === 'unavailable' || code === 'rate_limited') return this.retryWhileConnected();
+        // Refused for good (bad channel, forbidden by the token): reject `ready`, or tell the app if it was live.
+        if (this.settled) this.client.emitError(error);
+        else this.rejectReady(error);
+        this.settled = true;
+        this.active = false;
+        this.client.forget(this);
       },
     );
   }
@@ -165,9 +166,9 @@ export class Subscription {
   }
 
   /**
-   * The server refused with `unavailable` (its broker is down) but the
-   * connection is up: ask again after a jittered second, so a node's
-   * subscribers do not all retry at the same instant. A lost connection
+   * The server refused with `unavailable` (its broker is down) or
+   * `rate_limited` but the connection is up: ask again after a jittered
+   * second, so a node's subscribers do not all retry at the same instant. A lost connection
    * re-subscribes by itself on reconnect instead.
    */
   private retryWhileConnected(): void {

@@ -46,6 +46,10 @@ export interface HeraldServer {
 /** Assembles config → broker → hub → transports and starts listening. */
 export async function startHerald(settings: Settings, options: StartOptions = {}): Promise<HeraldServer> {
   const log = options.logger ?? createLogger(settings['log-level']);
+  if (settings['message-burst'] < settings['max-subscriptions']) {
+    // A reconnecting client re-sends every subscribe at once; a smaller bucket refuses the rest and ends in 4429.
+    log.warn('--message-burst is below --max-subscriptions: clients re-subscribing many channels after a reconnect will be rate-limited');
+  }
   const broker = options.broker ?? createBroker(settings, log);
   const hub = new Hub(broker, { historySize: settings['history-size'] }, (err, context) => log.warn({ err, context }, 'hub error'));
   const websockets = new Set<Drainable>();

@@ -65,7 +65,7 @@ export const SETTINGS = {
   'max-outbound-buffer': { type: 'integer', default: 1_048_576, min: 1024, max: 1024 * 1024 * 1024, description: 'bytes queued to one slow client before it is disconnected (4008)' },
   'auth-timeout': { type: 'number', default: 5, min: 0.05, max: 600, description: 'seconds a WebSocket without a token has to send its first auth message (4408)' },
   'message-rate': { type: 'number', default: 50, min: 0.1, max: 1_000_000, description: 'room messages / protocol commands per second per connection (token bucket)' },
-  'message-burst': { type: 'integer', default: 100, min: 1, max: 1_000_000, description: 'token bucket size for --message-rate' },
+  'message-burst': { type: 'integer', default: 200, min: 1, max: 1_000_000, description: 'token bucket size for --message-rate (above --max-subscriptions, so a reconnecting client can re-subscribe everything at once)' },
   'max-connections-per-ip': { type: 'integer', default: 1000, min: 0, max: 10_000_000, description: 'WebSocket + SSE connections from one IP (0 = unlimited); excess gets 429' },
   'max-header-size': { type: 'integer', default: 16384, min: 1024, max: 1_048_576, description: 'bytes of request headers (431 beyond)' },
   'max-headers': { type: 'integer', default: 100, min: 10, max: 10_000, description: 'request header count kept per request' },

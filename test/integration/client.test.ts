@@ -244,4 +244,19 @@ describe('herald/client (SPEC §8)', () => {
     client.close();
     await server.stop();
   });
+  it('re-subscribes as many channels as --max-subscriptions allows after a reconnect, without being rate-limited', async () => {
+    const server = await startTestServer({ 'log-level': 'warn' });
+    const client = new HeraldClient(server.wsUrl, { reconnect: fastReconnect });
+    const errors: string[] = [];
+    client.on('error', (err) => errors.push(err.message));
+    const channels = Array.from({ length: server.ctx.settings['max-subscriptions'] }, (_, i) => `many-${i}`);
+    await Promise.all(channels.map((channel) => client.subscribe(channel, { onMessage: () => {} }).ready));
+    const firstId = client.clientId;
+    for (const ws of [...server.ctx.websockets]) ws.terminate();
+    await until(() => client.state === 'connected' && client.clientId !== firstId, 5000, 'reconnected');
+    await until(() => channels.every((channel) => server.ctx.hub.subscriberCount(channel) === 1), 5000, 'all re-subscribed');
+    assert.deepEqual(errors.filter((e) => /rate/.test(e)), []);
+    client.close();
+    await server.stop();
+  });
 });
