@@ -19,8 +19,12 @@ interface ChannelStream {
 
 /**
  * The embedded broker of a single node: positions and history in this
- * process. A stream is freed when its TTL passes; the next publication then
- * starts a new epoch, so a client resuming from the old one gets `reset`.
+ * process. When a stream's TTL passes its publications are freed. If nobody
+ * here is subscribed the whole stream goes, and the next publication starts
+ * a new epoch (a client resuming from the old one gets `reset`). If the
+ * channel has live subscribers the position (epoch, top offset) stays, so a
+ * quiet chat room does not reset everyone on its next message; only a resume
+ * from before the freed publications gets `reset` ("history expired").
  */
 export class MemoryBroker implements Broker {
   readonly kind = 'memory';
@@ -92,18 +96,32 @@ export class MemoryBroker implements Broker {
     this.listener = undefined;
   }
 
-  /** Number of channels holding positions/history; exposed for leak tests and metrics. */
+  /** Number of channels holding a position; exposed for leak tests and metrics. */
   get streamCount(): number {
     return this.streams.size;
   }
 
+  /** Number of channels still holding publications (within --history-ttl). */
+  get historyCount(): number {
+    let count = 0;
+    for (const stream of this.streams.values()) if (stream.recent !== undefined) count++;
+    return count;
+  }
+
   private liveStream(channel: string): ChannelStream | undefined {
     const stream = this.streams.get(channel);
-    if (stream && stream.expiresAt <= Date.now()) {
-      this.streams.delete(channel);
-      return undefined;
-    }
+    if (stream && stream.expiresAt <= Date.now()) return this.expire(channel, stream);
     return stream;
+  }
+
+  /** Frees an expired stream's publications, and the stream itself unless the channel has live subscribers. */
+  private expire(channel: string, stream: ChannelStream): ChannelStream | undefined {
+    if (this.subscribedChannels.has(channel)) {
+      stream.recent = undefined;
+      return stream;
+    }
+    this.streams.delete(channel);
+    return undefined;
   }
 
   private newStream(channel: string): ChannelStream {
@@ -120,7 +138,7 @@ export class MemoryBroker implements Broker {
   private freeExpiredStreams(): void {
     const now = Date.now();
     for (const [channel, stream] of this.streams) {
-      if (stream.expiresAt <= now) this.streams.delete(channel);
+      if (stream.expiresAt <= now) this.expire(channel, stream);
     }
   }
 }

@@ -124,10 +124,12 @@ describe('history expiry (--history-ttl)', () => {
     await waitForSubscribers(server, 'quiet', 1);
     await publish(server, 'quiet', 'before');
     await reader.waitFor((e) => e.data === '"before"');
-    await until(() => broker.streamCount === 0, 5000, 'quiet history expired');
+    await until(() => broker.historyCount === 0, 5000, 'quiet history expired');
     const after = await publish(server, 'quiet', 'after');
     const event = await reader.waitFor((e) => e.data === '"after"');
     assert.equal(event.id, after.position);
+    assert.equal(parse(after.position).offset, 2, 'same epoch, next offset: no reset for a live reader');
+    assert.equal(reader.events.filter((e) => e.event === 'reset').length, 0);
     reader.close();
   });
 });
