@@ -12,7 +12,9 @@
  *
  * KEYS[1] meta hash (e = epoch, s = top offset), KEYS[2] history stream
  * ARGV[1] PUB/SUB channel, ARGV[2] envelope, ARGV[3] history size,
- * ARGV[4] history TTL in ms, ARGV[5] a fresh epoch to use if none exists
+ * ARGV[4] history TTL in ms, ARGV[5] a fresh epoch to use if none exists,
+ * ARGV[6] position TTL in ms (the meta hash outlives the history, so a quiet
+ * channel keeps its epoch and live subscribers are not reset)
  * Returns { offset, epoch }.
  */
 export const PUBLISH_SCRIPT = `
@@ -29,7 +31,7 @@ if tonumber(ARGV[3]) > 0 then
   redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[3], tostring(offset), 'd', ARGV[2])
   redis.call('pexpire', KEYS[2], ARGV[4])
 end
-redis.call('pexpire', KEYS[1], ARGV[4])
+redis.call('pexpire', KEYS[1], ARGV[6])
 redis.call('publish', ARGV[1], 'p' .. tostring(offset) .. ',' .. epoch .. ',' .. ARGV[2])
 return { offset, epoch }
 `;
@@ -41,7 +43,7 @@ return { offset, epoch }
  * empty channel and the first publication agree on it.
  *
  * KEYS[1] meta hash, KEYS[2] history stream
- * ARGV[1] a fresh epoch, ARGV[2] TTL in ms, ARGV[3] first stream id to read
+ * ARGV[1] a fresh epoch, ARGV[2] position TTL in ms (for a new meta hash), ARGV[3] first stream id to read
  * ('-' for the oldest), ARGV[4] limit (-1 = all), ARGV[5] the caller's epoch
  * ('' when reading without a position).
  * Returns { top, epoch, entries } with entries as XRANGE gives them.

@@ -10,6 +10,15 @@ import { decodeEnvelope, decodePresenceEvent, encodeEnvelope, encodePresenceEven
 import { LivenessProbe } from './liveness-probe.js';
 import { RedisKeys } from './redis-keys.js';
 import { RedisPresenceStore, type PresenceCommands } from './redis-presence.js';
+
+/**
+ * A channel's meta hash (epoch, top offset) lives this long after its last
+ * publication, its history only --history-ttl: a chat room quiet for longer
+ * than the history TTL keeps its epoch, so its live subscribers on every node
+ * get the next message as the next offset instead of a `reset`. A resume from
+ * before the expired history still gets `reset` ("history expired").
+ */
+const POSITION_TTL_MS = 24 * 3600 * 1000;
 import { HISTORY_SCRIPT, PRESENCE_ADD_SCRIPT, PRESENCE_LIST_SCRIPT, PRESENCE_REMOVE_SCRIPT, PUBLISH_SCRIPT } from './redis-scripts.js';
 
 export interface RedisBrokerOptions {
@@ -34,8 +43,8 @@ export interface RedisBrokerOptions {
 type LinkState = 'connecting' | 'resubscribing' | 'ready' | 'down';
 
 interface HeraldCommands extends PresenceCommands {
-  heraldPublish(meta: string, stream: string, pubsub: string, envelope: string, size: number, ttlMs: number, epoch: string): Promise<[number, string]>;
-  heraldHistory(meta: string, stream: string, epoch: string, ttlMs: number, fromId: string, limit: number, sinceEpoch: string): Promise<[number, string, [string, string[]][]]>;
+  heraldPublish(meta: string, stream: string, pubsub: string, envelope: string, size: number, ttlMs: number, epoch: string, positionTtlMs: number): Promise<[number, string]>;
+  heraldHistory(meta: string, stream: string, epoch: string, positionTtlMs: number, fromId: string, limit: number, sinceEpoch: string): Promise<[number, string, [string, string[]][]]>;
 }
 
 /** Channels per SUBSCRIBE when restoring after a reconnect (Centrifugo batches 512). */
@@ -57,6 +66,8 @@ export class RedisBroker implements Broker {
   private readonly keys: RedisKeys;
   private readonly probeChannel: string;
   private readonly ttlMs: number;
+  /** How long a channel's position (epoch, top offset) outlives its last publication: see POSITION_TTL_MS. */
+  private readonly positionTtlMs: number;
   private readonly probeIntervalMs: number;
   private readonly log: Logger | undefined;
   private commands!: Redis & HeraldCommands;
@@ -79,6 +90,7 @@ export class RedisBroker implements Broker {
     this.keys = new RedisKeys(options.prefix ?? 'herald');
     this.probeChannel = this.keys.probe(randomBytes(6).toString('hex'));
     this.ttlMs = Math.max(1, Math.round(options.limits.ttlSeconds * 1000));
+    this.positionTtlMs = Math.max(this.ttlMs, POSITION_TTL_MS);
     this.probeIntervalMs = options.probeIntervalMs ?? 5000;
     this.log = options.log?.child({ broker: 'redis' });
     this.presence = new RedisPresenceStore(() => this.commands, this.keys, options.presenceTtlMs ?? 60_000);
@@ -154,6 +166,7 @@ export class RedisBroker implements Broker {
         this.options.limits.size,
         this.ttlMs,
         newEpoch(),
+        this.positionTtlMs,
       );
     } catch (err) {
       throw this.refusal('publish', err);
@@ -175,7 +188,7 @@ export class RedisBroker implements Broker {
         this.keys.meta(channel),
         this.keys.stream(channel),
         newEpoch(),
-        this.ttlMs,
+        this.positionTtlMs,
         since ? String(since.offset + 1) : '-',
         query.limit ?? -1,
         since?.epoch ?? '',

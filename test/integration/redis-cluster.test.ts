@@ -484,3 +484,36 @@ function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
 }
+
+describe('a quiet channel whose history expired (--history-ttl) on Redis', () => {
+  it('keeps its epoch: live subscribers on every node get the next offset, no reset; a resume from before the expired history gets a reset', async () => {
+    const redis = await RedisProcess.start();
+    const admin = new Redis(redis.url, { maxRetriesPerRequest: 0, lazyConnect: true });
+    admin.on('error', () => {});
+    await admin.connect();
+    const nodes = await Promise.all([0, 1].map(() => startTestServer({ broker: redis.url, 'history-ttl': 0.3, 'log-level': 'silent' })));
+    try {
+      const peer = await ProtocolSocket.open(nodes[1]!.wsUrl);
+      await subscribed(peer, 'quiet');
+      const first = await publish(nodes[0]!, 'quiet', 1);
+      await peer.next('message');
+      await until(async () => (await admin.exists('herald:{quiet}:stream')) === 0, 5000, 'history expired in Redis');
+      const second = await publish(nodes[0]!, 'quiet', 2);
+      assert.equal(epochOf(second.position), epochOf(first.position));
+      assert.equal(offsetOf(second.position), offsetOf(first.position) + 1);
+      assert.equal((await peer.next('message')).position, second.position);
+      assert.deepEqual(peer.frames.filter((f) => f.type === 'reset'), []);
+      await until(async () => (await admin.exists('herald:{quiet}:stream')) === 0, 5000, 'history expired again');
+      const late = await ProtocolSocket.open(nodes[0]!.wsUrl);
+      const answer = await late.command({ type: 'subscribe', channel: 'quiet', since: first.position });
+      assert.equal(answer.recovered, false);
+      assert.equal((await late.next('reset')).reason, 'history expired');
+      late.close();
+      peer.close();
+    } finally {
+      await Promise.all(nodes.map((node) => node.stop()));
+      admin.disconnect();
+      await redis.stop();
+    }
+  });
+});
