@@ -3,16 +3,15 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Browser } from 'playwright-core';
-import type { Broker } from '../../src/broker/broker.js';
 import { MemoryBroker } from '../../src/broker/memory.js';
-import { assertNoConsoleErrors, launchChromium, skipWithoutChromium, WatchedPage, withScreenshotsOnFailure } from '../helpers/browser.js';
+import { outliving } from '../helpers/broker-doubles.js';
+import { assertNoConsoleErrors, BROWSER_NETWORK_ERRORS, launchChromium, skipWithoutChromium, WatchedPage, withScreenshotsOnFailure } from '../helpers/browser.js';
 import { DOM_TIMEOUT_MS } from '../helpers/demo-page.js';
 import { publish, startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';
 
 const CHANNELS = ['t12-0', 't12-1', 't12-2', 't12-3', 't12-4', 't12-5', 't12-6', 't12-7'];
 const WS_CHANNEL = 't12-ws';
 const FAST = { 'sse-retry': 250, 'shutdown-timeout': 2 } as const;
-const NETWORK_ERRORS = /Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)|Failed to load resource: net::ERR_EMPTY_RESPONSE|WebSocket connection to '[^']*' failed/;
 
 /** What the test page script keeps on `window.t12`. */
 interface PageLog {
@@ -23,21 +22,6 @@ interface PageLog {
   /** True if the browser ever gave up on the EventSource (it does after a 503, a 204 or a wrong type). */
   everClosed: boolean;
   connecting: boolean;
-}
-
-function outliving(broker: Broker): Broker {
-  return {
-    kind: broker.kind,
-    presence: broker.presence,
-    start: (listener) => broker.start(listener),
-    subscribe: (channel) => broker.subscribe(channel),
-    unsubscribe: (channel) => broker.unsubscribe(channel),
-    publish: (request) => broker.publish(request),
-    publishPresence: (event) => broker.publishPresence(event),
-    history: (channel, query) => broker.history(channel, query),
-    unreadyReason: () => broker.unreadyReason(),
-    close: async () => {},
-  };
 }
 
 async function rejectCount(server: TestServer, reason: string): Promise<number> {
@@ -107,7 +91,7 @@ describe('T12: Herald from a real browser (Chromium)', { skip: skipWithoutChromi
         });
         assert.ok(fetchMs < 500, `fetch took ${fetchMs} ms`);
 
-        const endOutage = watched.expectErrors(NETWORK_ERRORS);
+        const endOutage = watched.expectErrors(BROWSER_NETWORK_ERRORS);
         await first.stop();
         await page.waitForFunction(() => (window as unknown as { t12: PageLog }).t12.connecting, null, { timeout: DOM_TIMEOUT_MS });
         // Published while no server runs: only history brings these.

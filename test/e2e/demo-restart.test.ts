@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { Browser } from 'playwright-core';
-import type { Broker } from '../../src/broker/broker.js';
 import { MemoryBroker } from '../../src/broker/memory.js';
 import { DEMO_ORDERS_CHANNEL, ORDER_UPDATE_EVENT } from '../../src/demo/ticker.js';
-import { assertNoConsoleErrors, launchChromium, skipWithoutChromium, WatchedPage, withScreenshotsOnFailure } from '../helpers/browser.js';
+import { outliving } from '../helpers/broker-doubles.js';
+import { assertNoConsoleErrors, BROWSER_NETWORK_ERRORS, launchChromium, skipWithoutChromium, WatchedPage, withScreenshotsOnFailure } from '../helpers/browser.js';
 import {
   assertContiguous,
   chatState,
@@ -22,24 +22,6 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /** Short waits so a restart takes a second, not the defaults' 10 s drain and 2 s SSE retry. */
 const FAST = { demo: true, 'sse-retry': 250, 'shutdown-timeout': 2 } as const;
-/** What Chromium itself logs while the server is away: failed reconnection attempts. */
-const NETWORK_ERRORS = /Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)|Failed to load resource: net::ERR_EMPTY_RESPONSE|WebSocket connection to '[^']*' failed/;
-
-/** The broker outlives each server (stop() closes its broker), so history survives the restart. */
-function outliving(broker: Broker): Broker {
-  return {
-    kind: broker.kind,
-    presence: broker.presence,
-    start: (listener) => broker.start(listener),
-    subscribe: (channel) => broker.subscribe(channel),
-    unsubscribe: (channel) => broker.unsubscribe(channel),
-    publish: (request) => broker.publish(request),
-    publishPresence: (event) => broker.publishPresence(event),
-    history: (channel, query) => broker.history(channel, query),
-    unreadyReason: () => broker.unreadyReason(),
-    close: async () => {},
-  };
-}
 
 /** Last-Event-ID of every /events/orders request a server received (undefined = none sent). */
 function recordStreamRequests(server: TestServer): (string | undefined)[] {
@@ -74,7 +56,7 @@ describe('the demo page across a server restart (issue 7)', { skip: skipWithoutC
 
   /** Stops the server and checks both pages say so; returns a function that ends the tolerated-error window. */
   async function stopAndSeeReconnecting(server: TestServer, pages: WatchedPage[]): Promise<() => void> {
-    const ends = pages.map((p) => p.expectErrors(NETWORK_ERRORS));
+    const ends = pages.map((p) => p.expectErrors(BROWSER_NETWORK_ERRORS));
     await server.stop();
     for (const { page } of pages) {
       await waitForStatus(page, '#chat-status', 'reconnecting…');

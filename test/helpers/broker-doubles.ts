@@ -1,3 +1,4 @@
+import type { Broker } from '../../src/broker/broker.js';
 import { MemoryBroker } from '../../src/broker/memory.js';
 import type { HistoryQuery, HistoryResult } from '../../src/core/publication.js';
 
@@ -50,4 +51,20 @@ export class SwitchableBroker extends MemoryBroker {
   override unreadyReason(): string | undefined {
     return this.downReason;
   }
+}
+
+/** The broker outlives each server (stop() closes its broker), so history survives the restart. */
+export function outliving(broker: Broker): Broker {
+  return {
+    kind: broker.kind,
+    presence: broker.presence,
+    start: (listener) => broker.start(listener),
+    subscribe: (channel) => broker.subscribe(channel),
+    unsubscribe: (channel) => broker.unsubscribe(channel),
+    publish: (request) => broker.publish(request),
+    publishPresence: (event) => broker.publishPresence(event),
+    history: (channel, query) => broker.history(channel, query),
+    unreadyReason: () => broker.unreadyReason(),
+    close: async () => {},
+  };
 }

@@ -13,6 +13,8 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
+/** What Chromium itself logs while a server is away: failed reconnection attempts. */
+export const BROWSER_NETWORK_ERRORS = /Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET)|Failed to load resource: net::ERR_EMPTY_RESPONSE|WebSocket connection to '[^']*' failed/;
 /** Where failure screenshots go (gitignored). */
 export const RESULTS_DIR = 'test-results';
 
