@@ -12,6 +12,7 @@ import { SseStream } from '../transport/sse/stream.js';
  * stream with a retry hint, never a 503 or 204.
  */
 export async function openEventStream(ctx: NodeContext, req: IncomingMessage, res: ServerResponse, url: URL, corsHeaders: Record<string, string>): Promise<void> {
+  refuseLargeBody(ctx, req);
   const channels = channelsOf(url);
   if (channels.length > ctx.settings['max-subscriptions']) throw badRequest(`at most ${ctx.settings['max-subscriptions']} channels per stream`);
   const principal = await authenticateStream(ctx, req, url);
@@ -34,6 +35,18 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
     return;
   }
   await stream.start(resume, corsHeaders);
+}
+
+/**
+ * An event stream request carries no body; one over --max-message-size, or of
+ * unknown length, is refused 413 before any work (TESTPLAN A12) instead of
+ * being left unread under an open stream.
+ */
+function refuseLargeBody(ctx: NodeContext, req: IncomingMessage): void {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (req.headers['transfer-encoding'] !== undefined || !(declared <= ctx.settings['max-message-size'])) {
+    throw new HeraldError('too_large', 'an event stream request takes no body');
+  }
 }
 
 function channelsOf(url: URL): string[] {

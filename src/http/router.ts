@@ -58,6 +58,8 @@ export class HttpRouter {
       if (req.headers.origin !== undefined && !this.ctx.origins.allows(req)) throw new HeraldError('forbidden', 'origin not allowed');
       return openEventStream(this.ctx, req, res, url, cors);
     }
+    // Upgrades never reach the router: a request for /ws that arrives here lacks `Upgrade: websocket` (RFC 6455 §4.2.1).
+    if (path === '/ws') throw new HeraldError('bad_request', '/ws needs a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)');
     if (method !== 'GET' && method !== 'HEAD') throw new HeraldError('not_found', `no route for ${method} ${path}`);
     switch (path) {
       case '/healthz':
