@@ -3,6 +3,7 @@ import { HeraldError, unavailable } from './errors.js';
 import { OutboundPublication } from './outbound.js';
 import type { Position } from './position.js';
 import type { PresenceEvent, PresenceInfo } from './presence.js';
+import { CatchUp, resetReason } from './catch-up.js';
 import { isRecovered, type HistoryResult, type Publication, type PublishRequest } from './publication.js';
 
 /** A connection or stream that receives publications. Implemented by the transports. */
@@ -37,6 +38,16 @@ export class Subscription {
   /** Live publications that arrive while history is being read; null once live. */
   pending: Publication[] | null = [];
   active = true;
+  /**
+   * The epoch this subscriber's stream is in, and an offset it already has
+   * (where it went live, or its last reset). The live path skips publications
+   * at or below it: a history reply (command connection) can overtake PUB/SUB
+   * messages already published (subscriber connection), so a publication the
+   * catch-up delivered may still arrive live afterwards. A publication of
+   * another epoch gets a reset first.
+   */
+  floorEpoch = '';
+  floorOffset = 0;
   constructor(
     readonly subscriber: Subscriber,
     readonly channel: string,
@@ -52,6 +63,14 @@ class HubChannel {
   lastOffset = 0;
   /** While repairing a gap from history, live publications wait here. */
   repairBuffer: Publication[] | null = null;
+  /**
+   * Epochs known to be replaced (a later one was read or received after them). Redis never brings an
+   * epoch back, so their publications still in flight are stale: delivering them after the new epoch
+   * would flip subscribers back and forth.
+   */
+  readonly retiredEpochs = new Set<string>();
+  /** Epoch of the last publication that arrived on the live path (arrival order there is publish order). */
+  liveEpoch: string | undefined;
   constructor(
     readonly name: string,
     readonly brokerSubscribed: Promise<void>,
@@ -136,34 +155,60 @@ export class Hub implements BrokerListener {
     const channel = this.channelFor(channelName);
     const subscription = new Subscription(subscriber, channelName, options.presence === true);
     channel.subscriptions.add(subscription);
+    const since = options.since;
     let result: HistoryResult;
+    const catchUp = new CatchUp();
     try {
       await channel.brokerSubscribed;
+      let epochBeforeRead = channel.epoch;
       result = await this.broker.history(channelName, options.since ? { since: options.since } : { limit: 0 });
+      noteRead(channel, epochBeforeRead, result);
+      if (!subscription.active) return undefined;
+      catchUp.startFrom(since, result);
+      // Until this subscriber stands where the channel's live path stands, read again from its own position:
+      // the channel's position may come from a newer read (another subscriber's, a repair), and the
+      // publications in between may never arrive live again (they are in flight, or were lost).
+      for (let round = 0; ; round++) {
+        const unsettled = catchUp.merge(subscription.pending!, channel.retiredEpochs, round === MAX_CATCH_UP_ROUNDS);
+        subscription.pending = unsettled;
+        if (unsettled.length === 0) {
+          if (channel.epoch === undefined) break;
+          if (channel.epoch === catchUp.epoch ? catchUp.lastOffset >= channel.lastOffset : channel.retiredEpochs.has(channel.epoch)) {
+            break; // in step, or ahead (the live path skips what it has), or the channel is the stale one (its repair resets it)
+          }
+          if (round === MAX_CATCH_UP_ROUNDS) {
+            // Still behind a channel that keeps moving by reads: jump to it, and say so.
+            if (channel.epoch === catchUp.epoch) catchUp.jumpTo({ offset: channel.lastOffset, epoch: channel.epoch }, 'history expired');
+            break;
+          }
+        }
+        const from = { offset: catchUp.lastOffset, epoch: catchUp.epoch };
+        epochBeforeRead = channel.epoch;
+        const again = await this.broker.history(channelName, { since: from });
+        noteRead(channel, epochBeforeRead, again);
+        // A live publication that arrived before this read and is not of its epoch is of a replaced one.
+        if (unsettled.length > 0 && unsettled[0]!.epoch !== again.position.epoch) retire(channel, unsettled[0]!.epoch);
+        if (!subscription.active) return undefined;
+        catchUp.continueFrom(from, again);
+      }
     } catch (err) {
       this.removeSubscription(channel, subscription);
       throw err instanceof HeraldError ? err : unavailable('broker unavailable');
     }
-    if (!subscription.active) return undefined;
-
-    const since = options.since;
-    const recovered = since !== undefined && isRecovered(since, result);
-    const catchUp = recovered ? result.publications : [];
-    let lastOffset = recovered && catchUp.length > 0 ? catchUp[catchUp.length - 1]!.offset : result.position.offset;
-    let epoch = result.position.epoch;
-    const pending = subscription.pending ?? [];
     subscription.pending = null;
-    for (const pub of pending) {
-      if (pub.epoch === epoch && pub.offset <= lastOffset) continue;
-      catchUp.push(pub);
-      lastOffset = pub.offset;
-      epoch = pub.epoch;
-    }
+    const { epoch, lastOffset } = catchUp;
+    subscription.floorEpoch = epoch;
+    subscription.floorOffset = lastOffset;
     if (channel.epoch === undefined) {
       channel.epoch = epoch;
       channel.lastOffset = lastOffset;
+    } else if (channel.epoch !== epoch && channel.repairBuffer === null) {
+      // This subscriber's reads and the channel disagree on the epoch (history was lost meanwhile): a fresh
+      // read settles which one is stale and resets whoever holds it.
+      this.repairGap(channel, undefined);
     }
 
+    const recovered = since !== undefined && isRecovered(since, result);
     const outcome: SubscribeOutcome = {
       // Where this subscriber's stream starts: every publication delivered after the answer comes after it.
       position: recovered ? since : result.position,
@@ -171,8 +216,15 @@ export class Hub implements BrokerListener {
       resetReason: since === undefined || recovered ? undefined : resetReason(since, result),
     };
     announce(subscription, outcome);
-    for (const pub of catchUp) subscriber.deliver(new OutboundPublication(pub), subscription);
-    this.stats.deliveries += catchUp.length;
+    for (const step of catchUp.steps) {
+      if ('reset' in step) {
+        subscriber.reset(subscription, step.reset, step.position);
+        this.stats.resets++;
+      } else {
+        subscriber.deliver(new OutboundPublication(step), subscription);
+        this.stats.deliveries++;
+      }
+    }
 
     if (subscription.wantsPresence) channel.presenceWatchers.add(subscription);
     if (subscriber.tracksPresence) this.announcePresence('join', channelName, subscriber);
@@ -197,13 +249,31 @@ export class Hub implements BrokerListener {
       channel.repairBuffer.push(pub);
       return;
     }
+    if (channel.retiredEpochs.has(pub.epoch)) {
+      this.offerToPending(channel, pub);
+      return;
+    }
+    // Live arrival order is publish order: an epoch followed by another on the live path is surely replaced.
+    const previousLiveEpoch = channel.liveEpoch;
+    if (previousLiveEpoch !== undefined && previousLiveEpoch !== pub.epoch) retire(channel, previousLiveEpoch);
+    channel.liveEpoch = pub.epoch;
     if (channel.epoch === pub.epoch) {
-      if (pub.offset <= channel.lastOffset) return; // a stale duplicate
+      if (pub.offset <= channel.lastOffset) {
+        // Stale for the channel, whose position may come from a newer history read; a subscribe still reading may need it.
+        this.offerToPending(channel, pub);
+        return;
+      }
       if (pub.offset > channel.lastOffset + 1) {
         this.repairGap(channel, pub);
         return;
       }
     } else if (channel.epoch !== undefined) {
+      if (previousLiveEpoch !== channel.epoch) {
+        // The channel's epoch came from a history read, which may be newer than this publication (one still
+        // in flight from before the history was lost): a fresh read tells which of the two is current.
+        this.repairGap(channel, pub);
+        return;
+      }
       // The history behind the old epoch is gone: whoever holds an old position must be told.
       this.resetChannel(channel, 'epoch changed', { offset: pub.offset - 1, epoch: pub.epoch });
     }
@@ -239,12 +309,21 @@ export class Hub implements BrokerListener {
     for (const subscription of channel.subscriptions) {
       if (subscription.pending) {
         subscription.pending.push(pub);
-      } else {
+      } else if (pub.epoch !== subscription.floorEpoch) {
+        // Its own read left it in an epoch the channel has moved past.
+        this.resetSubscription(subscription, 'epoch changed', { offset: pub.offset - 1, epoch: pub.epoch });
+        subscription.subscriber.deliver(outbound, subscription);
+        delivered++;
+      } else if (pub.offset > subscription.floorOffset) {
         subscription.subscriber.deliver(outbound, subscription);
         delivered++;
       }
     }
     this.stats.deliveries += delivered;
+  }
+
+  private offerToPending(channel: HubChannel, pub: Publication): void {
+    for (const subscription of channel.subscriptions) subscription.pending?.push(pub);
   }
 
   /**
@@ -259,19 +338,31 @@ export class Hub implements BrokerListener {
       (result) => {
         const buffered = channel.repairBuffer ?? [];
         channel.repairBuffer = null;
+        if (this.channels.get(channel.name) !== channel) return; // everyone left meanwhile
         if (isRecovered(since, result)) {
           for (const pub of result.publications) this.fanOut(channel, pub);
+          // Subscribers whose own read left them in another epoch than the channel's learn it now.
+          for (const subscription of channel.subscriptions) {
+            if (subscription.pending === null && subscription.floorEpoch !== result.position.epoch) {
+              this.resetSubscription(subscription, 'epoch changed', result.position);
+            }
+          }
         } else {
           this.resetChannel(channel, resetReason(since, result), result.position);
           channel.epoch = result.position.epoch;
           channel.lastOffset = result.position.offset;
         }
+        // The channel's epoch and the trigger's arrived before the read: whichever is not the current one is gone,
+        // and publications of it still in flight are stale.
+        if (result.position.epoch !== since.epoch) retire(channel, since.epoch);
+        if (trigger && result.position.epoch !== trigger.epoch) retire(channel, trigger.epoch);
         for (const pub of buffered) this.onPublication(pub);
       },
       (err) => {
         // History unreachable: tell subscribers rather than deliver across a silent gap.
         const buffered = channel.repairBuffer ?? [];
         channel.repairBuffer = null;
+        if (this.channels.get(channel.name) !== channel) return;
         this.onError(err, 'gap repair');
         const top = buffered.length > 0 ? buffered[0]! : undefined;
         this.resetChannel(channel, 'history unavailable', top ? { offset: top.offset - 1, epoch: top.epoch } : since);
@@ -286,8 +377,17 @@ export class Hub implements BrokerListener {
 
   private resetChannel(channel: HubChannel, reason: string, position: Position): void {
     for (const subscription of channel.subscriptions) {
-      if (subscription.pending === null) subscription.subscriber.reset(subscription, reason, position);
+      if (subscription.pending !== null) continue;
+      // A subscriber that went live at or past this position (its own history read was newer) missed nothing.
+      if (position.epoch === subscription.floorEpoch && position.offset <= subscription.floorOffset) continue;
+      this.resetSubscription(subscription, reason, position);
     }
+  }
+
+  private resetSubscription(subscription: Subscription, reason: string, position: Position): void {
+    subscription.subscriber.reset(subscription, reason, position);
+    subscription.floorEpoch = position.epoch;
+    subscription.floorOffset = position.offset;
     this.stats.resets++;
   }
 
@@ -327,10 +427,16 @@ export class Hub implements BrokerListener {
   }
 }
 
-function resetReason(since: Position, result: HistoryResult): string {
-  if (since.offset < 0) return 'invalid position';
-  if (since.epoch !== result.position.epoch) return 'epoch changed';
-  if (since.offset > result.position.offset) return 'position ahead of history';
-  return 'history expired';
+/** A history read answers with the broker's current state: any other epoch the channel held before the read is gone. */
+function noteRead(channel: HubChannel, epochBeforeRead: string | undefined, result: HistoryResult): void {
+  if (epochBeforeRead !== undefined && epochBeforeRead !== result.position.epoch) retire(channel, epochBeforeRead);
 }
 
+/** Remembers that `epoch` was replaced; a few are enough (each change replaces the one before). */
+function retire(channel: HubChannel, epoch: string): void {
+  channel.retiredEpochs.add(epoch);
+  if (channel.retiredEpochs.size > 8) channel.retiredEpochs.delete(channel.retiredEpochs.values().next().value!);
+}
+
+/** Reads of a subscribe that must agree with the channel's live path before it goes live. */
+const MAX_CATCH_UP_ROUNDS = 5;
