@@ -544,3 +544,22 @@ export async function channelTop(node: { url: string }, channel: string): Promis
   if (!response.ok) throw new Error(`history of ${channel}: ${response.status} ${await response.text()}`);
   return String(((await response.json()) as { position: string }).position);
 }
+
+/**
+ * A single-channel SSE stream as stream events: each publication a message
+ * at its id, each `event: reset` a reset at its id. SSE has no subscribe
+ * answer; the stream is taken to start right before its first event.
+ */
+export function sseStreamEvents(events: readonly { id: string; event: string; data: string }[]): StreamEvent[] {
+  const out: StreamEvent[] = [];
+  for (const event of events) {
+    if (event.event === 'connected') continue;
+    if (out.length === 0) {
+      const at = parsePosition(event.id);
+      out.push({ type: 'subscribed', position: `${event.event === 'reset' ? at.offset : at.offset - 1}:${at.epoch}`, recovered: false });
+    }
+    if (event.event === 'reset') out.push({ type: 'reset', position: event.id, reason: String((JSON.parse(event.data) as { reason?: string }).reason) });
+    else out.push({ type: 'message', position: event.id, data: JSON.parse(event.data) });
+  }
+  return out;
+}
