@@ -511,12 +511,22 @@ export async function spawnHerald(args: string[]): Promise<HeraldChild> {
   );
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk));
   const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`herald did not log its port within 15 s (the start line is logged at info level): ${output}`));
+    }, 15_000);
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk;
       const match = /"port":(\d+)/.exec(output);
-      if (match) resolve(Number(match[1]));
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
     });
-    void exited.then((code) => reject(new Error(`herald exited ${code} before listening: ${output}`)));
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`herald exited ${code} before listening: ${output}`));
+    });
   });
   const url = `http://127.0.0.1:${port}`;
   return { child, port, url, wsUrl: `ws://127.0.0.1:${port}/ws`, output: () => output, exited };
