@@ -339,6 +339,7 @@ export class RatePublisher {
 
   start(): this {
     this.timer = setInterval(() => this.tick(), 10);
+    this.timer.unref(); // a test that fails half-way must not be kept alive by its publisher
     return this;
   }
 
