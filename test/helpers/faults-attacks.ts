@@ -59,7 +59,8 @@ export function rawExchange(port: number, bytes: string | Buffer, timeoutMs = 10
 
 export function openRaw(port: number, options: { allowHalfOpen?: boolean } = {}): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false }, () => resolve(socket));
+    // noDelay: frames written one by one must not wait for Nagle and a delayed ACK (40 ms each).
+    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false, noDelay: true }, () => resolve(socket));
     socket.once('error', reject);
   });
 }
@@ -128,6 +129,12 @@ export class RawWebSocket {
   private buffer: Buffer = Buffer.alloc(0);
   private waiters: (() => void)[] = [];
 
+  /** The 101 answer's status line and headers. */
+  upgradeHead = '';
+  /** Like a real client, answer the server's close frame with one (off: a peer that ignores it). */
+  answerClose = true;
+  private closeFrameSent = false;
+
   private constructor(
     readonly socket: Socket,
     readonly protocol: string | undefined,
@@ -142,11 +149,12 @@ export class RawWebSocket {
   }
 
   /** Upgrades `path` ('/ws?room=x' or '/ws' with `protocol`); rejects unless the answer is 101. */
-  static async open(port: number, path: string, options: { protocol?: string; allowHalfOpen?: boolean; extraHeaders?: string } = {}): Promise<RawWebSocket> {
+  static async open(port: number, path: string, options: { protocol?: string; allowHalfOpen?: boolean; extraHeaders?: string; answerClose?: boolean } = {}): Promise<RawWebSocket> {
     const socket = await openRaw(port, { allowHalfOpen: options.allowHalfOpen });
     socket.removeAllListeners('error');
     socket.on('error', () => {});
     const peer = new RawWebSocket(socket, options.protocol);
+    peer.answerClose = options.answerClose ?? true;
     const extra = (options.protocol ? `Sec-WebSocket-Protocol: ${options.protocol}\r\n` : '') + (options.extraHeaders ?? '');
     let head = Buffer.alloc(0);
     await new Promise<void>((resolve, reject) => {
@@ -157,6 +165,7 @@ export class RawWebSocket {
         socket.off('data', onData);
         socket.off('close', onClose);
         const status = head.subarray(0, end).toString('latin1');
+        peer.upgradeHead = status;
         if (!status.startsWith('HTTP/1.1 101')) return reject(new Error(`upgrade refused: ${status.split('\r\n')[0]}`));
         socket.on('data', (more: Buffer) => peer.feed(more));
         peer.feed(head.subarray(end + 4));
@@ -171,7 +180,14 @@ export class RawWebSocket {
   }
 
   write(bytes: Buffer): void {
-    if (!this.socket.destroyed) this.socket.write(bytes);
+    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.write(bytes);
+  }
+
+  /** Sends a close frame (only the first one goes out, as RFC 6455 §5.5.1 wants). */
+  sendClose(code?: number, reason = ''): void {
+    if (this.closeFrameSent) return;
+    this.closeFrameSent = true;
+    this.send({ opcode: 0x8, payload: code === undefined ? Buffer.alloc(0) : closePayload(code, reason) });
   }
 
   send(spec: FrameSpec): void {
@@ -229,6 +245,7 @@ export class RawWebSocket {
       if (opcode === 0x8 && this.closeCode === undefined) {
         this.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
         this.closeFrameAt = performance.now();
+        if (this.answerClose) this.sendClose(this.closeCode === 1005 ? undefined : this.closeCode);
       }
     }
     this.wake();
