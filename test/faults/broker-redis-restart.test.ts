@@ -167,4 +167,45 @@ describe('T17/T18: Redis killed and restarted under two nodes, clients and 500 m
     const unacknowledged = publisher.attempts.filter((a) => a.status !== 200 && a.status !== 503).length;
     t.diagnostic(`${streams.length} streams, ${publisher.ackedCount} publications acknowledged, ${delivered} deliveries checked, 0 resets, 0 duplicates, ${unacknowledged} attempts neither 200 nor 503`);
   });
+
+  it('T17 (eviction variant): maxmemory 2mb allkeys-lru evicts history under load — every stream stays sound, evicted runs become resets', async (t) => {
+    const redis = await RedisProcess.start(['--maxmemory', '2mb', '--maxmemory-policy', 'allkeys-lru']);
+    const settings = { broker: `${redis.url}?probe_interval=0.5`, 'history-size': 1000, 'log-level': 'warn' } as const;
+    const nodes = await Promise.all([0, 1].map(() => startTestServer(settings)));
+    const admin = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+    const clients: StreamClient[] = [];
+    const publisher = new RatePublisher(() => nodes, CHANNELS, 300, 64, 1024);
+    try {
+      for (let i = 0; i < 20; i++) clients.push(await StreamClient.open(nodes[i % 2]!.wsUrl));
+      await Promise.all(clients.map((client, i) => Promise.all([client.subscribe(CHANNELS[i % 10]!), client.subscribe(CHANNELS[(i + 3) % 10]!)])));
+      publisher.start();
+      // 10 channels × 1,000 kept × 1 KiB is five times maxmemory: Redis must evict streams and meta keys as it goes.
+      await until(async () => Number(/evicted_keys:(\d+)/.exec(await admin.info('stats'))?.[1] ?? 0) >= 20, 20_000, 'Redis evicting keys');
+      const more = publisher.ackedCount;
+      await until(() => publisher.ackedCount >= more + 300, 10_000, 'publishing under eviction');
+      await publisher.stop();
+      const evicted = Number(/evicted_keys:(\d+)/.exec(await admin.info('stats'))?.[1] ?? 0);
+      let resets = 0;
+      let deliveries = 0;
+      for (const ch of CHANNELS) {
+        const top = await channelTop(nodes[0]!, ch);
+        for (const [i, client] of clients.entries()) {
+          if (!client.streams.has(ch)) continue;
+          await client.waitUntil(() => client.position(ch) === top, 10_000, `client ${i} at the top of ${ch}`);
+          const verdict = verifyStream(client.events(ch), publisher.acked(ch));
+          assert.deepEqual(verdict.problems, [], `client ${i} in ${ch}: ${verdict.problems.slice(0, 5).join('; ')}`);
+          resets += verdict.resets.length;
+          deliveries += verdict.offsets.length;
+        }
+      }
+      const refused = publisher.attempts.filter((a) => a.status !== 200).length;
+      t.diagnostic(`${evicted} keys evicted; ${publisher.ackedCount} publications acknowledged, ${refused} refused; ${deliveries} deliveries in 40 streams, ${resets} resets, 0 silent gaps`);
+    } finally {
+      await publisher.stop();
+      for (const client of clients) client.close();
+      admin.disconnect();
+      await Promise.all(nodes.map((node) => node.stop()));
+      await redis.stop();
+    }
+  });
 });

@@ -325,7 +325,7 @@ export class RatePublisher {
   private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   private idle: (() => void) | undefined;
-  private readonly started = performance.now();
+  private started = 0;
   private issued = 0;
 
   constructor(
@@ -333,11 +333,16 @@ export class RatePublisher {
     private readonly channels: readonly string[],
     private readonly perSecond: number,
     private readonly maxInFlight = 64,
+    /** Characters of padding in each publication's data, to fill a broker's memory. */
+    private readonly padding = 0,
   ) {
     for (const channel of channels) this.acknowledged.set(channel, new Map());
   }
 
+  /** Starts (or resumes) publishing; the pace counts from now. */
   start(): this {
+    this.started = performance.now();
+    this.issued = 0;
     this.timer = setInterval(() => this.tick(), 10);
     this.timer.unref(); // a test that fails half-way must not be kept alive by its publisher
     return this;
@@ -380,7 +385,7 @@ export class RatePublisher {
     const nodes = this.nodes();
     const nodeIndex = n % nodes.length;
     const channel = this.channels[n % this.channels.length]!;
-    const data = JSON.stringify({ seq: n });
+    const data = JSON.stringify(this.padding > 0 ? { seq: n, pad: 'x'.repeat(this.padding) } : { seq: n });
     this.inFlight++;
     const startedAt = performance.now();
     let status = 0;
