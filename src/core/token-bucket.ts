@@ -5,11 +5,16 @@
 export interface BucketState {
   tokens: number;
   refilledAt: number;
-  /** Messages refused in a row; continued abuse closes the connection. */
+  /** Messages refused, less one for each accepted since; continued abuse closes the connection. */
   strikes: number;
 }
 
-/** Refusals in a row after which the connection is closed (4429). */
+/**
+ * Net refusals after which the connection is closed (4429). Each accepted
+ * message forgives one refusal, not all of them: otherwise a flood paced at
+ * several times the rate, with one message in every few accepted, would never
+ * be closed. A burst followed by a pause is still forgiven.
+ */
 export const MAX_STRIKES = 20;
 
 export class TokenBucket {
@@ -31,7 +36,7 @@ export class TokenBucket {
     }
     if (state.tokens >= 1) {
       state.tokens -= 1;
-      state.strikes = 0;
+      if (state.strikes > 0) state.strikes--;
       return true;
     }
     state.strikes++;

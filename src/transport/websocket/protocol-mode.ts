@@ -72,16 +72,13 @@ export class ProtocolConnection extends WebSocketConnection {
     } catch {
       return this.close(CloseCode.invalidPayload, 'frame must be JSON');
     }
-    if (typeof message !== 'object' || message === null || Array.isArray(message)) {
-      return this.sendError(undefined, badRequest('frame must be a JSON object'));
-    }
-    const command = message as Record<string, unknown>;
-    if (command.type === 'pong') return;
-    const id = command.id;
-    if (typeof id !== 'number' || !Number.isSafeInteger(id)) {
-      return this.sendError(undefined, badRequest('command needs a numeric "id"'));
-    }
+    const command = typeof message === 'object' && message !== null && !Array.isArray(message) ? (message as Record<string, unknown>) : undefined;
+    if (command?.type === 'pong') return;
+    const id = typeof command?.id === 'number' && Number.isSafeInteger(command.id) ? command.id : undefined;
+    // Every frame that earns an answer counts, also the refused ones: frames without an id must not bypass the rate.
     if (!this.withinRateLimit()) return this.sendError(id, new HeraldError('rate_limited', 'too many commands; slow down'));
+    if (!command) return this.sendError(undefined, badRequest('frame must be a JSON object'));
+    if (id === undefined) return this.sendError(undefined, badRequest('command needs a numeric "id"'));
     if (jsonNestsDeeperThan(text)) return this.sendError(id, badRequest(`frame nests deeper than ${MAX_JSON_DEPTH} levels`));
     if (this.awaitingAuth && command.type !== 'auth') {
       return this.sendError(id, new HeraldError('unauthorized', 'authenticate first: {"type":"auth","token"}'));
