@@ -59,6 +59,18 @@ export function backlogBytes(target: Batchable): number {
   return target.stream.writableLength - target.batchedBytes;
 }
 
+/**
+ * The slow-consumer test, after each write: the peer is behind (a backlog
+ * from earlier iterations) and everything queued for it, this iteration's
+ * batch included, is over `limit`. Counting the batch only once there is a
+ * backlog keeps a burst to a peer that keeps up free, yet bounds a slow
+ * peer's queue by `limit` plus one message (TESTPLAN T14) — not plus a whole
+ * iteration's batch, which under a flood of publications can be megabytes.
+ */
+export function overOutboundLimit(target: Batchable, limit: number): boolean {
+  return target.stream.writableLength > limit && backlogBytes(target) > 0;
+}
+
 function flushBatches(): void {
   const batch = corked;
   const streams = corkedStreams;

@@ -7,7 +7,7 @@ import { formatPosition, type Position } from '../../core/position.js';
 import type { DeadlineMember } from '../deadlines.js';
 import type { HeartbeatMember } from '../heartbeat.js';
 import { encodeHttpChunk } from '../../protocol/frame.js';
-import { backlogBytes, writeBatched, type Batchable } from '../write-batch.js';
+import { overOutboundLimit, writeBatched, type Batchable } from '../write-batch.js';
 import { formatStreamId, type ResumePoint } from './last-event-id.js';
 
 const PING_COMMENT = Buffer.from(': ping\n\n');
@@ -131,7 +131,7 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
     if (!this.writable()) return;
     if (this.chunkedSocket) return this.writeToSocket(this.chunkedSocket, encodeHttpChunk(bytes));
     writeBatched(this, bytes);
-    if (backlogBytes(this) > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
+    if (overOutboundLimit(this, this.ctx.settings['max-outbound-buffer'])) this.dropSlowReader();
   }
 
   private writable(): boolean {
@@ -154,7 +154,7 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
    */
   private writeToSocket(socket: Batchable, chunk: Buffer): void {
     writeBatched(socket, chunk);
-    if (backlogBytes(socket) > this.ctx.settings['max-outbound-buffer']) this.dropSlowReader();
+    if (overOutboundLimit(socket, this.ctx.settings['max-outbound-buffer'])) this.dropSlowReader();
   }
 
   private dropSlowReader(): void {

@@ -10,7 +10,7 @@ import { encodeTextFrame } from '../../protocol/frame.js';
 import { MAX_STRIKES, type BucketState } from '../../core/token-bucket.js';
 import type { DeadlineMember } from '../deadlines.js';
 import type { HeartbeatMember } from '../heartbeat.js';
-import { backlogBytes, writeBatched, type Batchable } from '../write-batch.js';
+import { overOutboundLimit, writeBatched, type Batchable } from '../write-batch.js';
 
 /** Back-pointer from a ws WebSocket to its connection, so listeners can be shared functions. */
 const CONNECTION = Symbol('herald.connection');
@@ -72,7 +72,7 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
   writeFrame(frame: Buffer): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
     writeBatched(this, frame);
-    if (backlogBytes(this) > this.ctx.settings['max-outbound-buffer']) this.dropSlowConsumer();
+    if (overOutboundLimit(this, this.ctx.settings['max-outbound-buffer'])) this.dropSlowConsumer();
   }
 
   sendText(text: string): void {
