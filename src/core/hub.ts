@@ -333,6 +333,10 @@ export class Hub implements BrokerListener {
    */
   private repairGap(channel: HubChannel, trigger: Publication | undefined): void {
     channel.repairBuffer = trigger ? [trigger] : [];
+    this.readRepair(channel, trigger, 0);
+  }
+
+  private readRepair(channel: HubChannel, trigger: Publication | undefined, failures: number): void {
     const since: Position = { offset: channel.lastOffset, epoch: channel.epoch! };
     this.broker.history(channel.name, { since }).then(
       (result) => {
@@ -359,11 +363,24 @@ export class Hub implements BrokerListener {
         for (const pub of buffered) this.onPublication(pub);
       },
       (err) => {
+        if (this.channels.get(channel.name) !== channel) {
+          channel.repairBuffer = null;
+          return;
+        }
+        this.onError(err, 'gap repair');
+        if (this.broker.unreadyReason() !== undefined) {
+          // The broker went away: its re-check once it is back repairs this channel from where it stands (what
+          // was buffered meanwhile comes back from history, or a reset if the history was lost with the broker).
+          channel.repairBuffer = null;
+          return;
+        }
+        if (failures < MAX_REPAIR_RETRIES) {
+          setTimeout(() => this.readRepair(channel, trigger, failures + 1), REPAIR_RETRY_MS * (failures + 1)).unref();
+          return;
+        }
         // History unreachable: tell subscribers rather than deliver across a silent gap.
         const buffered = channel.repairBuffer ?? [];
         channel.repairBuffer = null;
-        if (this.channels.get(channel.name) !== channel) return;
-        this.onError(err, 'gap repair');
         const top = buffered.length > 0 ? buffered[0]! : undefined;
         this.resetChannel(channel, 'history unavailable', top ? { offset: top.offset - 1, epoch: top.epoch } : since);
         if (top) {
@@ -440,3 +457,6 @@ function retire(channel: HubChannel, epoch: string): void {
 
 /** Reads of a subscribe that must agree with the channel's live path before it goes live. */
 const MAX_CATCH_UP_ROUNDS = 5;
+/** A failed gap repair is retried (after 100, 200, 300 ms) while the broker stays up, before subscribers get a reset. */
+const MAX_REPAIR_RETRIES = 3;
+const REPAIR_RETRY_MS = 100;
