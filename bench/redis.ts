@@ -17,8 +17,9 @@ export class PrivateRedis {
     return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
   }
 
-  static async start(): Promise<PrivateRedis> {
-    const port = await freePort();
+  /** Starts one on a free port, or on `port` (a restart of one that was killed). */
+  static async start(port?: number): Promise<PrivateRedis> {
+    port ??= await freePort();
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--loglevel', 'warning'];
     const proc = canPin() ? spawn('taskset', ['-c', String(GENERATOR_CPU), 'redis-server', ...args], { stdio: 'ignore' }) : spawn('redis-server', args, { stdio: 'ignore' });
     const redis = new PrivateRedis(proc, port);
@@ -40,6 +41,11 @@ export class PrivateRedis {
 
   stop(): void {
     if (this.proc.exitCode === null) this.proc.kill('SIGTERM');
+  }
+
+  /** SIGKILL, as a crash: with no persistence its data is gone. */
+  kill(): void {
+    if (this.proc.exitCode === null) this.proc.kill('SIGKILL');
   }
 }
 

@@ -435,7 +435,11 @@ export class Hub implements BrokerListener {
     const stored = type === 'join' ? presence.add(channel, info) : presence.remove(channel, subscriber.id);
     stored
       .then(() => this.broker.publishPresence({ type, channel, info }))
-      .catch((err) => this.onError(err, `presence ${type}`));
+      .catch((err) => {
+        // While the broker is down every join and leave fails the same way, and its outage is logged
+        // once already; Redis presence entries expire on their own and nodes re-add theirs when it is back.
+        if (this.broker.unreadyReason() === undefined) this.onError(err, `presence ${type}`);
+      });
   }
 
   private ensureReady(): void {

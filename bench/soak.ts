@@ -1,0 +1,282 @@
+/**
+ * `npm run soak` (issue 8, not in CI): one `herald serve` child under
+ * 10,000 room-mode WebSocket connections for 30 minutes, with churn (clients
+ * leaving — half with a close handshake, half with a TCP reset — and new ones
+ * arriving every second), steady publishing through the HTTP API and, with
+ * `--broker redis`, a private redis-server killed and restarted every few
+ * minutes. Every 10 s it samples the node's RSS, heap, connections and
+ * subscriptions from /metrics; at the end all clients leave and it checks
+ * that memory came back and nothing is left behind. The verdict is "flat"
+ * when the last third of the run holds no more memory than the first third
+ * (within 10 %).
+ *
+ *   npm run soak -- [--minutes 30] [--connections 10000] [--rooms 100]
+ *                   [--rate 50] [--churn 20] [--broker memory|redis]
+ *                   [--restart-every 5] [--report FILE]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { sleep } from './process.js';
+import { PrivateRedis } from './redis.js';
+
+interface SoakOptions {
+  minutes: number;
+  connections: number;
+  rooms: number;
+  rate: number;
+  churn: number;
+  broker: 'memory' | 'redis';
+  restartEveryMinutes: number;
+  report?: string;
+}
+
+interface Sample {
+  atSeconds: number;
+  rssMb: number;
+  heapMb: number;
+  connections: number;
+  subscriptions: number;
+  channels: number;
+  delivered: number;
+  event?: string;
+}
+
+const BIN = fileURLToPath(new URL('../../bin/herald', import.meta.url));
+const SAMPLE_EVERY_MS = 10_000;
+const CONNECT_CONCURRENCY = 250;
+
+function parseOptions(argv: string[]): SoakOptions {
+  const options: SoakOptions = { minutes: 30, connections: 10_000, rooms: 100, rate: 50, churn: 20, broker: 'memory', restartEveryMinutes: 5 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, value] = [argv[i]!, argv[i + 1]];
+    if (value === undefined) throw new Error(`${flag} needs a value`);
+    const number = Number(value);
+    switch (flag) {
+      case '--minutes': options.minutes = number; break;
+      case '--connections': options.connections = number; break;
+      case '--rooms': options.rooms = number; break;
+      case '--rate': options.rate = number; break;
+      case '--churn': options.churn = number; break;
+      case '--restart-every': options.restartEveryMinutes = number; break;
+      case '--broker':
+        if (value !== 'memory' && value !== 'redis') throw new Error('--broker is memory or redis');
+        options.broker = value;
+        break;
+      case '--report': options.report = value; break;
+      default: throw new Error(`unknown flag ${flag}`);
+    }
+  }
+  for (const [name, value] of Object.entries(options)) {
+    if (typeof value === 'number' && !(value > 0)) throw new Error(`--${name} must be a positive number`);
+  }
+  return options;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The node under test, in its own process so its memory is its own. */
+async function startNode(port: number, brokerUrl: string | undefined): Promise<ChildProcess> {
+  const args = [BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn', '--max-connections-per-ip', '0', '--ping-interval', '10'];
+  if (brokerUrl) args.push('--broker', brokerUrl);
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  for (let i = 0; i < 200; i++) {
+    if (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) return child;
+    await sleep(50);
+  }
+  child.kill('SIGKILL');
+  throw new Error('herald did not start');
+}
+
+/** The room-mode clients: each counts what it receives; churn replaces some every second. */
+class ClientPool {
+  delivered = 0;
+  errors = 0;
+  private closed = false;
+  /** Every socket this pool created and has not seen close, connecting ones included. */
+  private readonly sockets = new Set<WebSocket>();
+  private readonly clients: (WebSocket | undefined)[];
+
+  constructor(
+    private readonly url: string,
+    private readonly rooms: number,
+    size: number,
+  ) {
+    this.clients = new Array(size).fill(undefined);
+  }
+
+  async fill(): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < this.clients.length) await this.open(next++);
+    };
+    await Promise.all(Array.from({ length: CONNECT_CONCURRENCY }, worker));
+  }
+
+  /** Drops `count` random clients (half closed cleanly, half reset) and opens replacements. */
+  churn(count: number): void {
+    for (let i = 0; i < count; i++) {
+      const index = Math.floor(Math.random() * this.clients.length);
+      const client = this.clients[index];
+      this.clients[index] = undefined;
+      if (client) {
+        if (i % 2 === 0) client.close(1000);
+        else client.terminate();
+      }
+      void this.open(index);
+    }
+  }
+
+  closeAll(): void {
+    this.closed = true;
+    for (const socket of this.sockets) socket.terminate();
+    this.clients.fill(undefined);
+  }
+
+  private open(index: number): Promise<void> {
+    return new Promise((resolve) => {
+      const client = new WebSocket(`${this.url}?room=soak-${index % this.rooms}`, { perMessageDeflate: false });
+      this.sockets.add(client);
+      client.on('message', () => this.delivered++);
+      client.on('error', () => this.errors++);
+      client.once('open', () => {
+        // Closed meanwhile, or a later replacement for this slot won: this one is surplus.
+        if (this.closed || this.clients[index] !== undefined) return client.terminate();
+        this.clients[index] = client;
+        resolve();
+      });
+      client.once('close', () => {
+        this.sockets.delete(client);
+        if (this.clients[index] === client) this.clients[index] = undefined;
+        resolve();
+      });
+    });
+  }
+}
+
+async function sample(baseUrl: string, startedAt: number, delivered: number): Promise<Sample> {
+  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+  const sum = (name: string) =>
+    text
+      .split('\n')
+      .filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
+      .reduce((total, line) => total + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+  return {
+    atSeconds: Math.round((Date.now() - startedAt) / 1000),
+    rssMb: sum('herald_process_resident_memory_bytes') / 2 ** 20,
+    heapMb: sum('herald_nodejs_heap_size_used_bytes') / 2 ** 20,
+    connections: sum('herald_connections'),
+    subscriptions: sum('herald_subscriptions'),
+    channels: sum('herald_channels'),
+    delivered,
+  };
+}
+
+function mean(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
+}
+
+function renderReport(options: SoakOptions, samples: Sample[], after: Sample, stats: { published: number; refused: number; errors: number }): { text: string; flat: boolean } {
+  const running = samples.filter((s) => s.event !== 'after leave');
+  const third = Math.max(1, Math.floor(running.length / 3));
+  const first = running.slice(0, third);
+  const last = running.slice(-third);
+  const rssRatio = mean(last.map((s) => s.rssMb)) / mean(first.map((s) => s.rssMb));
+  const heapRatio = mean(last.map((s) => s.heapMb)) / mean(first.map((s) => s.heapMb));
+  const emptied = after.connections === 0 && after.subscriptions === 0 && after.channels === 0;
+  const flat = rssRatio <= 1.1 && heapRatio <= 1.1 && emptied;
+  const lines = [
+    `Soak: ${options.minutes} min, ${options.connections} room-mode WebSockets in ${options.rooms} rooms, ` +
+      `${options.churn} clients replaced per second, ${options.rate} publications/s via POST /api/publish, broker ${options.broker}` +
+      (options.broker === 'redis' ? ` (killed with SIGKILL and restarted every ${options.restartEveryMinutes} min)` : ''),
+    '',
+    '| t (s) | RSS MB | heap MB | connections | subscriptions | channels | delivered | event |',
+    '|------:|-------:|--------:|------------:|--------------:|---------:|----------:|-------|',
+    ...[...samples, after].map(
+      (s) => `| ${s.atSeconds} | ${s.rssMb.toFixed(1)} | ${s.heapMb.toFixed(1)} | ${s.connections} | ${s.subscriptions} | ${s.channels} | ${s.delivered} | ${s.event ?? ''} |`,
+    ),
+    '',
+    `Published ${stats.published}, refused ${stats.refused} (503 while the broker was down), client errors ${stats.errors}.`,
+    `Mean RSS, last third ÷ first third: ${rssRatio.toFixed(3)}; heap: ${heapRatio.toFixed(3)}.`,
+    `After every client left: ${after.connections} connections, ${after.subscriptions} subscriptions, ${after.channels} channels, RSS ${after.rssMb.toFixed(1)} MB, heap ${after.heapMb.toFixed(1)} MB.`,
+    `Verdict: ${flat ? 'flat' : 'NOT flat'} (last third within 10 % of the first for RSS and heap, and nothing left behind).`,
+  ];
+  return { text: lines.join('\n'), flat };
+}
+
+export async function runSoak(argv: string[]): Promise<boolean> {
+  const options = parseOptions(argv);
+  const redis = options.broker === 'redis' ? await PrivateRedis.start() : undefined;
+  const port = await freePort();
+  const node = await startNode(port, redis?.url);
+  const baseUrl = `http://127.0.0.1:${port}`;
+  let redisNow = redis;
+  const pool = new ClientPool(`ws://127.0.0.1:${port}/ws`, options.rooms, options.connections);
+  const stats = { published: 0, refused: 0, errors: 0 };
+  const samples: Sample[] = [];
+  const startedAt = Date.now();
+  const endsAt = startedAt + options.minutes * 60_000;
+  try {
+    await pool.fill();
+    console.error(`soak: ${options.connections} connected in ${((Date.now() - startedAt) / 1000).toFixed(1)} s; running ${options.minutes} min`);
+    const payload = JSON.stringify({ text: 'x'.repeat(80) });
+    const publisher = setInterval(() => {
+      const room = `soak-${Math.floor(Math.random() * options.rooms)}`;
+      fetch(`${baseUrl}/api/publish`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: `{"channel":"${room}","data":${payload}}` }).then(
+        (response) => (response.ok ? stats.published++ : stats.refused++),
+        () => stats.refused++,
+      );
+    }, 1000 / options.rate);
+    const churner = setInterval(() => pool.churn(options.churn), 1000);
+    let nextRestart = startedAt + options.restartEveryMinutes * 60_000;
+    while (Date.now() < endsAt) {
+      await sleep(SAMPLE_EVERY_MS);
+      let event: string | undefined;
+      if (redisNow && Date.now() >= nextRestart) {
+        nextRestart += options.restartEveryMinutes * 60_000;
+        redisNow.kill();
+        await sleep(2000);
+        redisNow = await PrivateRedis.start(redisNow.port);
+        event = 'redis restarted';
+      }
+      const current = { ...(await sample(baseUrl, startedAt, pool.delivered)), ...(event ? { event } : {}) };
+      samples.push(current);
+      console.error(`soak: t=${current.atSeconds}s rss=${current.rssMb.toFixed(1)}MB heap=${current.heapMb.toFixed(1)}MB conns=${current.connections} subs=${current.subscriptions} delivered=${current.delivered}${event ? ` (${event})` : ''}`);
+    }
+    clearInterval(publisher);
+    clearInterval(churner);
+    pool.closeAll();
+    await sleep(SAMPLE_EVERY_MS);
+    const after = { ...(await sample(baseUrl, startedAt, pool.delivered)), event: 'after leave' };
+    stats.errors = pool.errors;
+    const { text, flat } = renderReport(options, samples, after, stats);
+    console.log(text);
+    if (options.report) writeFileSync(options.report, `${text}\n`);
+    return flat;
+  } finally {
+    pool.closeAll();
+    node.kill('SIGTERM');
+    redisNow?.stop();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  runSoak(process.argv.slice(2)).then(
+    (flat) => process.exit(flat ? 0 : 1),
+    (err: unknown) => {
+      console.error(err instanceof Error ? err.message : err);
+      process.exit(2);
+    },
+  );
+}
