@@ -19,6 +19,7 @@ import { HeraldMetrics } from './metrics.js';
 import { TokenBucket } from './core/token-bucket.js';
 import { ConnectionsPerIp, DeadlineSweep } from './transport/deadlines.js';
 import { HeartbeatSweep } from './transport/heartbeat.js';
+import { drainConnections } from './transport/drain.js';
 import { WebSocketGateway } from './transport/websocket/upgrade.js';
 import { DemoOrderTicker } from './demo/ticker.js';
 
@@ -122,11 +123,7 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
       log.info({ websockets: websockets.size, streams: streams.size }, 'draining');
       http.close();
       gateway.close();
-      for (const connection of [...websockets, ...streams]) connection.drain();
-      const deadline = Date.now() + settings['shutdown-timeout'] * 1000;
-      while ((websockets.size > 0 || streams.size > 0) && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
+      await drainConnections([...websockets, ...streams], () => websockets.size + streams.size, settings['shutdown-timeout'] * 1000);
       for (const connection of [...websockets, ...streams]) connection.terminate();
       for (const socket of openSockets) socket.destroy();
       metricsHttp?.close();
