@@ -29,8 +29,8 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
   res.once('close', () => ctx.connectionsPerIp.release(ip));
   const stream = new SseStream(ctx, req, res, ctx.nextClientId(), principal, channels);
   if (ctx.draining()) {
-    // Opened only to tell the browser to come back (to another node) later.
-    res.writeHead(200, { ...corsHeaders, 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform' });
+    // Opened only to tell the browser to come back (to another node) later: on a new connection, not this keep-alive one.
+    res.writeHead(200, { ...corsHeaders, 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform', ...(req.httpVersionMajor === 1 ? { Connection: 'close' } : {}) });
     res.end(`retry: ${ctx.settings['sse-retry']}\n\n`);
     return;
   }

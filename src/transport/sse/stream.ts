@@ -112,7 +112,12 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
 
   drain(): void {
     if (this.ended) return;
-    if (!this.stream.writableEnded) this.stream.end(`retry: ${this.ctx.settings['sse-retry']}\n\n`);
+    if (!this.stream.writableEnded) {
+      // HTTP/1.1: close the connection after the last chunk too, or the browser's reconnect reuses it (keep-alive) and
+      // comes straight back to this node instead of through the load balancer to another (TESTPLAN T21).
+      const socket = this.req.httpVersionMajor === 1 ? this.req.socket : undefined;
+      this.stream.end(`retry: ${this.ctx.settings['sse-retry']}\n\n`, () => socket?.end());
+    }
     this.onClose();
   }
 
