@@ -7,7 +7,7 @@ import type { GeneratorReport, GeneratorStatus, PublishResult } from '../../benc
 import { Child } from '../../bench/process.js';
 import { SLOW_CONSUMER_GRACE_MS } from '../../src/transport/websocket/connection.js';
 import { backlogBytes, type Batchable } from '../../src/transport/write-batch.js';
-import { crashLines, mb, openFds, rawWebSocket } from '../helpers/faults-node.js';
+import { crashLines, mb, openFds, rawWebSocket, stopGenerator } from '../helpers/faults-node.js';
 import { metricValue } from '../helpers/metrics.js';
 import { startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/wait.js';
@@ -42,8 +42,7 @@ describe('T14: slow consumer isolation (TESTPLAN T14, SPEC §3c 4008)', () => {
     generator = Child.start('t14-clients', { script: new URL('../../bench/load/generator.js', import.meta.url).pathname });
   });
   after(async () => {
-    await generator.request({ cmd: 'close' }, 5000).catch(() => {});
-    await generator.stop();
+    await stopGenerator(generator);
     await server.stop();
     assert.deepEqual(crashLines(server.logs.join('')), []);
     await until(() => openFds() <= fdsBefore + 5, 5000, `fds back to ${fdsBefore} + 5 (now ${openFds()})`);

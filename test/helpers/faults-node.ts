@@ -5,6 +5,7 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import type { Child } from '../../bench/process.js';
 
 /**
  * Helpers of the node-level fault tests (TESTPLAN T13, T14, T21, T22): a
@@ -39,7 +40,8 @@ process.once('exit', () => {
  * `herald serve` in a child process on 127.0.0.1 and a free port. Run from
  * the shared dist/ (npm test) this is bin/herald itself; run from a private
  * build directory it is the same one-line entry over that build's CLI, so
- * the child runs the code under test. `nodeFlags` go to node itself
+ * the child runs the code under test; it must log at info or lower (the
+ * port is read from its "herald listening" line). `nodeFlags` go to node itself
  * (e.g. --max-old-space-size); `inspect` opens the V8 inspector on a free
  * loopback port so a test can force a full GC from outside (forceGc).
  */
@@ -70,6 +72,7 @@ export async function startNodeChild(args: readonly string[], options: { nodeFla
     child.stdout!.on('data', look);
     child.stderr!.on('data', look);
     void exited.then(({ code, signal }) => reject(new Error(`herald exited (${code ?? signal}) before listening:\n${output}`)));
+    setTimeout(() => reject(new Error(`herald did not log "herald listening" (at --log-level info or lower) within 20 s:\n${output}`)), 20_000).unref();
   });
   const url = `http://127.0.0.1:${found.port}`;
   return { child, pid: child.pid!, port: found.port, url, wsUrl: `ws://127.0.0.1:${found.port}/ws`, output: () => output, exited, inspectorUrl: found.inspectorUrl };
@@ -318,3 +321,24 @@ export function percentile(values: readonly number[], p: number): number {
 }
 
 export const mb = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MB`;
+
+/**
+ * Ends a bench load generator (bench/load/generator.ts): it drops every
+ * connection and exits. Waits for the exit rather than writing to an IPC
+ * channel that may be closing (which would raise an uncaught error).
+ */
+export async function stopGenerator(generator: Child): Promise<void> {
+  const proc = generator.proc;
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = once(proc, 'exit');
+  if (proc.connected) {
+    try {
+      await generator.request({ cmd: 'close' }, 5000);
+    } catch {
+      // closing already
+    }
+  }
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(timer);
+}
