@@ -11,7 +11,9 @@ import { TestSocket } from '../helpers/ws.js';
 /** Every byte of a response until the server ends it (for streams the server closes). */
 function rawBody(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { headers }, (res) => {
+    // A fresh connection each time: a node may close one after a drained stream (legal in HTTP/1.1), and a
+    // pooled keep-alive socket it closed would fail the next request with "socket hang up".
+    const req = request(url, { headers, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
