@@ -101,7 +101,6 @@ describe('the demo page across a server restart (issue 7)', { skip: skipWithoutC
           `${orderWhileDown.offset}:${orderWhileDown.epoch}`,
           { timeout: DOM_TIMEOUT_MS },
         );
-        endOutage();
 
         // The browser's own EventSource asked to resume from the last id it saw.
         assert.ok(streamRequests.length >= 1, 'the page re-opened /events/orders on the new server');
@@ -125,6 +124,8 @@ describe('the demo page across a server restart (issue 7)', { skip: skipWithoutC
         await waitForRoster(bob.page, ['Alice', 'Bob']);
         await sendChat(bob.page, 'after the restart');
         await waitForChatMessage(alice.page, 'after the restart');
+        // Chromium may log a failed reconnect attempt of the outage after the page is back: stop tolerating only now.
+        endOutage();
         assertNoConsoleErrors([alice, bob]);
       });
     } finally {
@@ -152,12 +153,13 @@ describe('the demo page across a server restart (issue 7)', { skip: skipWithoutC
           await page.locator('#chat-messages .system.warn', { hasText: 'could not be recovered' }).waitFor({ timeout: DOM_TIMEOUT_MS });
         }
         await alice.page.locator('#orders-notice[data-kind="reset"]', { hasText: 'History could not fill the gap' }).waitFor({ timeout: DOM_TIMEOUT_MS });
-        endOutage();
 
         assert.ok((await dashboardState(alice.page)).resets >= 1);
         await waitForRoster(alice.page, ['Alice', 'Bob']);
         await sendChat(alice.page, 'said in the new epoch');
         await waitForChatMessage(bob.page, 'said in the new epoch');
+        // Chromium may log a failed reconnect attempt of the outage after the page is back: stop tolerating only now.
+        endOutage();
         assertNoConsoleErrors([alice, bob]);
       });
     } finally {
