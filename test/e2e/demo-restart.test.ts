@@ -48,6 +48,9 @@ describe('the demo page across a server restart (issue 7)', { skip: skipWithoutC
 
   /** (Re)loads the demo on both pages (each test has its own server) and joins Alice and Bob to `room`. */
   async function joinBoth(server: TestServer, room: string): Promise<void> {
+    // The pages outlive each test: what they logged about the previous test's stopped servers is not this test's.
+    await Promise.all([alice, bob].map((watched) => watched.page.goto('about:blank')));
+    for (const watched of [alice, bob]) watched.errors.length = 0;
     await Promise.all([alice, bob].map((watched) => watched.page.goto(`${server.url}/`)));
     await joinChat(alice.page, 'Alice', room);
     await joinChat(bob.page, 'Bob', room);
