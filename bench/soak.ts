@@ -16,11 +16,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { sleep } from './process.js';
-import { PrivateRedis } from './redis.js';
+import { freePort, PrivateRedis } from './redis.js';
 
 interface SoakOptions {
   minutes: number;
@@ -73,17 +72,6 @@ function parseOptions(argv: string[]): SoakOptions {
     if (typeof value === 'number' && !(value > 0)) throw new Error(`--${name} must be a positive number`);
   }
   return options;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** The node under test, in its own process so its memory is its own. */
