@@ -27,8 +27,12 @@ import { until } from '../helpers/wait.js';
 const HEALTHY = 50;
 const CHANNEL = 't14';
 const PAYLOAD_BYTES = 8 * 1024;
-/** TESTPLAN asks for ~20 MB/s into the channel; that is 1 GB/s out to 51 subscribers, beyond a shared 2-core box. */
-const RATE = 250;
+/**
+ * TESTPLAN asks for ~20 MB/s into the channel: 1 GB/s out to 51 subscribers, beyond a shared 2-core box (and
+ * beside other tests). 0.8 MB/s (40 MB/s out) takes the paused client, its kernel buffers filled beforehand,
+ * over the limit in about a second.
+ */
+const RATE = 100;
 const DURATION_MS = 5000;
 const LIMIT = 1_048_576;
 
@@ -64,14 +68,26 @@ describe('T14: slow consumer isolation (TESTPLAN T14, SPEC §3c 4008)', () => {
       await generator.request({ cmd: 'probe', rooms: [CHANNEL] });
       return (await generator.request<GeneratorStatus>({ cmd: 'status' })).probed >= HEALTHY;
     }, 10_000, 'healthy clients live');
+    const rssBefore = process.memoryUsage().rss;
+    // Unmeasured: fill the paused client's kernel buffers (~4 MB on loopback), in small steps until the node
+    // starts queueing for it, so the measured run below takes it over the limit at a moderate rate.
+    let prefilled = 0;
+    for (let round = 0; backlogBytes(slowConnection) === 0; round++) {
+      if (round === 100 || slowConnection.stream.destroyed) throw new Error(`the paused client never started to queue (${round} rounds)`);
+      prefilled += (await generator.request<PublishResult>({ cmd: 'publish', rooms: [CHANNEL], rate: 200, durationMs: 100, measured: false, payloadBytes: 16 * 1024 })).sent;
+    }
+    await until(async () => (await generator.request<GeneratorStatus>({ cmd: 'status' })).warmups >= prefilled * HEALTHY, 10_000, 'prefill delivered to the healthy clients');
+    assert.equal(server.ctx.hub.subscriberCount(CHANNEL), HEALTHY + 1, 'the paused client is not shed yet');
+    const prefillQueue = slowConnection.stream.writableLength;
     await generator.request({ cmd: 'reset' });
 
     const closesBefore = await metricValue(server, 'herald_closes_total', { code: '4008' });
     const dropsBefore = await metricValue(server, 'herald_drops_total', { reason: 'slow_consumer' });
-    const rssBefore = process.memoryUsage().rss;
     let rssMax = rssBefore;
     // High-water marks of the slow client's queue: everything the node holds for it (writableLength), and
     // the backlog the limit counts (minus this iteration's batch, which the kernel has not been offered yet).
+    // Sampling every 10 ms misses nothing: with the peer paused and its kernel buffers full the queue only
+    // grows, and from the 4008 close on nothing more is queued until the socket is destroyed.
     let queueMax = 0;
     let backlogMax = 0;
     let droppedAt = 0;
@@ -85,8 +101,9 @@ describe('T14: slow consumer isolation (TESTPLAN T14, SPEC §3c 4008)', () => {
       queueMax = Math.max(queueMax, slowConnection.stream.writableLength);
       backlogMax = Math.max(backlogMax, backlogBytes(slowConnection));
       if (!droppedAt && (slowConnection as unknown as { ws: { readyState: number } }).ws.readyState !== 1) droppedAt = Date.now();
-    }, 1);
+    }, 10);
 
+    const publishStart = Date.now();
     const result = await generator.request<PublishResult>({ cmd: 'publish', rooms: [CHANNEL], rate: RATE, durationMs: DURATION_MS, measured: true, payloadBytes: PAYLOAD_BYTES });
     const expected = result.sent * HEALTHY;
     await until(async () => (await generator.request<GeneratorStatus>({ cmd: 'status' })).received >= expected, 20_000, 'healthy clients drained').catch(() => {});
@@ -98,7 +115,7 @@ describe('T14: slow consumer isolation (TESTPLAN T14, SPEC §3c 4008)', () => {
     t.diagnostic(
       `${result.sent} publications of ${PAYLOAD_BYTES} B at ${RATE}/s (${mb((result.sent * PAYLOAD_BYTES * 1000) / result.ms)}/s in, ${mb((result.sent * PAYLOAD_BYTES * (HEALTHY + 1) * 1000) / result.ms)}/s out); healthy received ${report.received}/${expected}; latency p50 ${latency.p50Ms.toFixed(1)} ms, p99 ${latency.p99Ms.toFixed(1)} ms, max ${latency.maxMs.toFixed(1)} ms`,
     );
-    t.diagnostic(`slow client: queue high-water ${queueMax} B (backlog counted by the limit ${backlogMax} B; limit ${LIMIT} + one message ${PAYLOAD_BYTES + 4} B); 4008 → cut off after ${destroyedAt - droppedAt} ms; node RSS ${mb(rssBefore)} → max ${mb(rssMax)} (+${mb(rssMax - rssBefore)})`);
+    t.diagnostic(`slow client: queue high-water ${queueMax} B (backlog counted by the limit ${backlogMax} B; limit ${LIMIT} + one message ${PAYLOAD_BYTES + 4} B); ${mb(prefilled * 16 * 1024)} prefilled (node queue then ${prefillQueue} B); closed 4008 ${droppedAt - publishStart} ms into the run, cut off ${destroyedAt - droppedAt} ms later; node RSS ${mb(rssBefore)} → max ${mb(rssMax)} (+${mb(rssMax - rssBefore)})`);
 
     assert.equal(await metricValue(server, 'herald_closes_total', { code: '4008' }), closesBefore + 1, 'closed 4008');
     assert.equal(await metricValue(server, 'herald_drops_total', { reason: 'slow_consumer' }), dropsBefore + 1);
