@@ -1,7 +1,8 @@
 import type { Page } from 'playwright-core';
 
 /** How long a DOM condition may take before the test fails (all waits are for conditions, never fixed sleeps). */
-export const DOM_TIMEOUT_MS = 8000;
+/** Generous: the browser tests share two cores with the fault suite in CI. */
+export const DOM_TIMEOUT_MS = 15_000;
 
 /** Joins the chat of the demo page (web/chat.js) as `name` in `room` and waits for the session view. */
 export async function joinChat(page: Page, name: string, room: string): Promise<void> {
