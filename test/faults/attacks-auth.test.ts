@@ -275,11 +275,14 @@ describe('T09: per-connection limits at their defaults', () => {
 
   it('T09: frames without an id (not objects, no numeric id) count against the rate too', async () => {
     const client = await peer();
+    const started = performance.now();
     for (let i = 0; i < 400; i++) client.send(i % 2 === 0 ? '[]' : '{"type":"presence","channel":"rate"}');
     assert.equal((await client.socket.closed).code, 4429);
+    // The bucket refills at the default 50/s while a loaded machine works through the flood.
+    const refilled = Math.ceil(((performance.now() - started) / 1000) * 50) + 1;
     const limited = client.frames.filter((f) => f.code === 'rate_limited').length;
     assert.ok(limited >= 19, `rate_limited ${limited}`);
-    assert.ok(client.frames.filter((f) => f.code === 'bad_request').length <= 200, 'more id-less frames answered than the burst allows');
+    assert.ok(client.frames.filter((f) => f.code === 'bad_request').length <= 200 + refilled, 'more id-less frames answered than the burst (and its refill) allows');
   });
 
   it('T09: a publish flood into a read-only channel is refused forbidden, then rate_limited and closed 4429; nothing reaches the subscribers or history', async (t) => {
