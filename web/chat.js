@@ -42,7 +42,8 @@ export function mountChat(root) {
   const state = { connection: 'idle', name: undefined, room: undefined, online: [], received: [], resets: 0 };
   let session;
 
-  els.name.value = readStoredName() ?? `${FIRST_NAMES[Math.floor(Math.random() * FIRST_NAMES.length)]} ${Math.floor(10 + Math.random() * 90)}`;
+  // Only when empty: someone (or autofill) may have typed a name before this module ran.
+  if (!els.name.value) els.name.value = readStoredName() ?? `${FIRST_NAMES[Math.floor(Math.random() * FIRST_NAMES.length)]} ${Math.floor(10 + Math.random() * 90)}`;
 
   els.joinForm.addEventListener('submit', (event) => {
     event.preventDefault();

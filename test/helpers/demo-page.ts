@@ -6,6 +6,8 @@ export const DOM_TIMEOUT_MS = 15_000;
 
 /** Joins the chat of the demo page (web/chat.js) as `name` in `room` and waits for the session view. */
 export async function joinChat(page: Page, name: string, room: string): Promise<void> {
+  // The page's modules must be running first, or the form would be filled before they set it up.
+  await page.waitForFunction(() => (window as unknown as { heraldDemo?: { chat?: unknown } }).heraldDemo?.chat !== undefined, null, { timeout: DOM_TIMEOUT_MS });
   await page.fill('#chat-name', name);
   await page.fill('#chat-room', room);
   await page.click('#chat-join button[type=submit]');
