@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK } from 'jose';
 import { hmacWithPublicKey, SECRET, signToken, sseStatus, unsignedToken, upgradeStatus } from '../helpers/auth.js';
-import { crashLines, spawnHeraldChild, watchCrashes, type HeraldChild } from '../helpers/faults-attacks.js';
+import { watchCrashes } from '../helpers/faults-attacks.js';
+import { crashLines, spawnHerald, type HeraldChild } from '../helpers/herald-process.js';
 import { metricValue } from '../helpers/metrics.js';
 import { ProtocolSocket } from '../helpers/protocol.js';
 import { publish, startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';
@@ -58,7 +59,7 @@ describe('T06: JWT matrix against a real herald serve, and log hygiene', () => {
     });
     const jwksUrl = `${await listen(jwks)}/jwks.json`;
     trapUrl = await listen(trap);
-    herald = await spawnHeraldChild(['--jwks-url', jwksUrl, '--jwt-audience', AUDIENCE, '--jwt-issuer', ISSUER, '--api-key', API_KEY, '--log-level', 'trace', '--auth-timeout', '2']);
+    herald = await spawnHerald(['--jwks-url', jwksUrl, '--jwt-audience', AUDIENCE, '--jwt-issuer', ISSUER, '--api-key', API_KEY, '--log-level', 'trace', '--auth-timeout', '2']);
   });
   after(async () => {
     await herald?.stop();
@@ -93,7 +94,6 @@ describe('T06: JWT matrix against a real herald serve, and log hygiene', () => {
   const REFUSED = { room: 401, protocol: 401, roomFirst: 4401, protocolFirst: 4401, bearer: 401, query: 401, cookie: 401 };
 
   it('T06: every bad token is refused on every path (401 / 4401), the valid one accepted; no key is fetched from a token; no token, signature or API key reaches any log line', async (t) => {
-    const now = Math.floor(Date.now() / 1000);
     const claims = { sub: 'alice', aud: AUDIENCE, iss: ISSUER };
     const signA = (payload: Record<string, unknown>, options: Parameters<typeof signToken>[1] = {}) => signToken(payload, { kid: 'a-1', ...options }, keyA.privateKey, 'RS256');
     const valid = await signA(claims);

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { closePayload, encodeFrame, RawWebSocket, percentile, settledHeap, summary, watchCrashes, type FrameSpec } from '../helpers/faults-attacks.js';
+import { closePayload, encodeFrame, RawWebSocket, settledHeap, watchCrashes, type FrameSpec } from '../helpers/faults-attacks.js';
+import { percentile, summary } from '../helpers/figures.js';
 import { metricValue } from '../helpers/metrics.js';
 import { ProtocolSocket, type Frame } from '../helpers/protocol.js';
 import { startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';

@@ -4,7 +4,10 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { HeraldClient, type ClientState } from '../../client/index.js';
 import { RedisProcess } from '../helpers/brokers.js';
-import { Balancer, channelTop, crashLines, percentile, RatePublisher, spawnHerald, verifyStream, type HeraldChild, type StreamEvent } from '../helpers/faults-broker.js';
+import { Balancer } from '../helpers/balancer.js';
+import { channelTop, RatePublisher, verifyStream, type StreamEvent } from '../helpers/faults-broker.js';
+import { percentile } from '../helpers/figures.js';
+import { crashLines, spawnHerald, type HeraldChild } from '../helpers/herald-process.js';
 import { until } from '../helpers/wait.js';
 
 /**

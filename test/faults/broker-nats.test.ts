@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { channelToken } from '../../src/broker/nats-subjects.js';
 import { NatsProcess } from '../helpers/brokers.js';
-import { channelTop, parsePosition, percentile, RatePublisher, StreamClient, verifyStream } from '../helpers/faults-broker.js';
+import { channelTop, parsePosition, RatePublisher, StreamClient, verifyStream } from '../helpers/faults-broker.js';
+import { percentile } from '../helpers/figures.js';
 import { startTestServer } from '../helpers/server.js';
 import { until } from '../helpers/wait.js';
 

@@ -4,7 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { HeraldClient, type WebSocketConstructor } from '../../client/index.js';
 import { RedisProcess } from '../helpers/brokers.js';
-import { crashLines, FailoverProxy, logLines, rawWebSocket, startNodeChild, type NodeChild } from '../helpers/faults-node.js';
+import { Balancer } from '../helpers/balancer.js';
+import { logLines, rawWebSocket } from '../helpers/faults-node.js';
+import { crashLines, spawnHerald, type HeraldChild } from '../helpers/herald-process.js';
 import { offsetOf } from '../helpers/protocol.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { SseReader } from '../helpers/sse.js';
@@ -108,16 +110,16 @@ function checkStream(who: string, received: readonly number[], acknowledged: Rea
 
 describe('T21: graceful shutdown / drain (TESTPLAN T21, SPEC §1 --shutdown-timeout, §3c 1001, §4)', () => {
   let redis: RedisProcess;
-  let a: NodeChild;
+  let a: HeraldChild;
   let b: TestServer;
-  let balancer: FailoverProxy;
+  let balancer: Balancer;
   before(async () => {
     redis = await RedisProcess.start();
     [a, b] = await Promise.all([
-      startNodeChild(['--broker', redis.url, '--shutdown-timeout', String(WINDOW_S), '--sse-retry', '200', '--max-connections-per-ip', '0']),
+      spawnHerald(['--broker', redis.url, '--shutdown-timeout', String(WINDOW_S), '--sse-retry', '200', '--max-connections-per-ip', '0']),
       startTestServer({ broker: redis.url, 'log-level': 'info', 'max-connections-per-ip': 0 }),
     ]);
-    balancer = await FailoverProxy.start([a.port, b.port]);
+    balancer = await Balancer.start([a.port, b.port], 'failover');
   });
   after(async () => {
     a.child.kill('SIGKILL');

@@ -2,13 +2,12 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { FaultProxy } from '../helpers/fault-proxy.js';
-import { crashLines, openFds, PartitionProxy, repoRoot } from '../helpers/faults-node.js';
+import { crashLines, openFds, repoRoot } from '../helpers/herald-process.js';
 import { metricValue } from '../helpers/metrics.js';
 import { ProtocolSocket } from '../helpers/protocol.js';
 import { startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';
 import { SseReader } from '../helpers/sse.js';
 import { until } from '../helpers/wait.js';
-import { TestSocket } from '../helpers/ws.js';
 
 /**
  * TESTPLAN T13 — dead peers. The plan's 1 s ping + 0.5 s pong maps onto
@@ -125,7 +124,7 @@ describe('T13: heartbeat / dead peer (TESTPLAN T13, SPEC §3c)', () => {
   it('T13: an SSE reader behind a partition (C) is ended once its stalled path fills (4008 disconnect event), its subscription freed at once; the bystander reader gets everything', async (t) => {
     const channel = 't13-c';
     const bystander = await SseReader.open(`${server.url}/events/${channel}`);
-    const proxy = await PartitionProxy.start(server.port);
+    const proxy = await FaultProxy.start(server.port);
     const c = await SseReader.open(`http://127.0.0.1:${proxy.port}/events/${channel}`);
     await c.waitFor((e) => e.event === 'connected');
     await bystander.waitFor((e) => e.event === 'connected');
@@ -134,7 +133,7 @@ describe('T13: heartbeat / dead peer (TESTPLAN T13, SPEC §3c)', () => {
     const dropsBefore = await metricValue(server, 'herald_drops_total', { reason: 'slow_consumer' });
 
     try {
-      proxy.partition();
+      proxy.setMode('partition');
       const partitioned = Date.now();
       // Traffic in C's channel: 16 KiB events as fast as the hub takes them (a 2 ms pause every 16), until the node gives C up.
       const data = JSON.stringify('x'.repeat(16 * 1024));

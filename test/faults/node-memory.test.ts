@@ -5,7 +5,9 @@ import { mergeHistograms, summarize } from '../../bench/histogram.js';
 import type { ConnectionSpec } from '../../bench/load/client.js';
 import type { GeneratorReport, GeneratorStatus, OpenResult, PublishResult } from '../../bench/load/generator.js';
 import { Child } from '../../bench/process.js';
-import { crashLines, forceGc, mb, openFds, rawWebSocket, scrape, startNodeChild, stopGenerator, type NodeChild } from '../helpers/faults-node.js';
+import { forceGc, rawWebSocket, scrape, stopGenerator } from '../helpers/faults-node.js';
+import { mb } from '../helpers/figures.js';
+import { crashLines, openFds, spawnHerald, type HeraldChild } from '../helpers/herald-process.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -39,7 +41,7 @@ interface MemorySample {
   readonly connections: number;
 }
 
-async function memory(node: NodeChild): Promise<MemorySample> {
+async function memory(node: HeraldChild): Promise<MemorySample> {
   const samples = await scrape(node.url);
   return {
     at: Date.now(),
@@ -56,12 +58,12 @@ function generator(name: string): Child {
 const localAddressFor = (i: number) => `127.0.0.${10 + (i % 50)}`;
 
 describe('T22: memory pressure / soak-lite (TESTPLAN T22)', () => {
-  let node: NodeChild;
+  let node: HeraldChild;
   let quiet: Child;
   let loud: Child;
   const paused: Socket[] = [];
   before(async () => {
-    node = await startNodeChild(['--max-connections-per-ip', '0'], { nodeFlags: [`--max-old-space-size=${HEAP_LIMIT_MB}`], inspect: true });
+    node = await spawnHerald(['--max-connections-per-ip', '0'], { nodeFlags: [`--max-old-space-size=${HEAP_LIMIT_MB}`], inspect: true });
     quiet = generator('t22-quiet');
     loud = generator('t22-broadcast');
   });

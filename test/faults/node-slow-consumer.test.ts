@@ -7,7 +7,9 @@ import type { GeneratorReport, GeneratorStatus, PublishResult } from '../../benc
 import { Child } from '../../bench/process.js';
 import { SLOW_CONSUMER_GRACE_MS } from '../../src/transport/websocket/connection.js';
 import { backlogBytes, type Batchable } from '../../src/transport/write-batch.js';
-import { crashLines, mb, openFds, rawWebSocket, stopGenerator } from '../helpers/faults-node.js';
+import { rawWebSocket, stopGenerator } from '../helpers/faults-node.js';
+import { mb } from '../helpers/figures.js';
+import { crashLines, openFds } from '../helpers/herald-process.js';
 import { metricValue } from '../helpers/metrics.js';
 import { startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/wait.js';

@@ -5,10 +5,14 @@ import { createServer, connect, type AddressInfo, type Server, type Socket } fro
  * a client and a node or a node and its broker:
  *   pass       — forward bytes both ways
  *   reset      — destroy every open pair now (new connections still pass)
- *   blackhole  — keep sockets open but stop forwarding (a silent partition)
+ *   blackhole  — keep sockets open and reading, but drop everything: to the
+ *                sender this looks like a healthy reader that never answers
+ *   partition  — stop reading on both sides and forward nothing, the way a
+ *                vanished peer behaves: the sender's writes pile up in the
+ *                kernel buffers and then in its own queue
  *   latency    — forward after `latencyMs`
  */
-export type ProxyMode = 'pass' | 'blackhole' | 'latency';
+export type ProxyMode = 'pass' | 'blackhole' | 'partition' | 'latency';
 
 interface Pair {
   readonly client: Socket;
@@ -40,6 +44,7 @@ export class FaultProxy {
   setMode(mode: ProxyMode, latencyMs = 0): void {
     this.mode = mode;
     this.latencyMs = latencyMs;
+    for (const pair of this.pairs) this.applyFlow(pair);
   }
 
   /** Destroys every open connection through the proxy (a TCP reset both ways). */
@@ -69,6 +74,15 @@ export class FaultProxy {
     upstream.on('error', drop).on('close', drop);
     client.on('data', (chunk) => this.forward(chunk, upstream));
     upstream.on('data', (chunk) => this.forward(chunk, client));
+    this.applyFlow(pair);
+  }
+
+  /** A partition stops reading (what arrived meanwhile flows on once the mode changes back). */
+  private applyFlow({ client, upstream }: Pair): void {
+    for (const socket of [client, upstream]) {
+      if (this.mode === 'partition') socket.pause();
+      else socket.resume();
+    }
   }
 
   private forward(chunk: Buffer, to: Socket): void {

@@ -1,8 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -260,23 +256,6 @@ export class RawWebSocket {
 
 // ---- measurements ----
 
-export function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
-/** "p50 x / p99 y / max z ms (n)" for diagnostics. */
-export function summary(values: readonly number[]): string {
-  const f = (v: number) => v.toFixed(1);
-  return `p50 ${f(percentile(values, 50))} / p99 ${f(percentile(values, 99))} / max ${f(Math.max(...values))} ms (n=${values.length})`;
-}
-
-/** File descriptors this process holds (Linux). */
-export function openFds(): number {
-  return readdirSync('/proc/self/fd').length;
-}
-
 let gcFunction: (() => void) | undefined;
 
 /** A full GC, without needing --expose-gc on the command line. */
@@ -325,69 +304,3 @@ export function watchCrashes(): { readonly errors: unknown[]; stop(): void } {
 
 // ---- herald serve as a child process ----
 
-export interface HeraldChild {
-  readonly child: ChildProcess;
-  readonly port: number;
-  readonly url: string;
-  readonly wsUrl: string;
-  /** Everything the child wrote to stdout and stderr. */
-  output(): string;
-  readonly exited: Promise<number | null>;
-  stop(): Promise<number | null>;
-}
-
-const buildRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const repoRoot = join(buildRoot, '..');
-const liveChildren = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of liveChildren) child.kill('SIGKILL');
-});
-
-/**
- * `herald serve` on 127.0.0.1 and a free port. From the shared dist/ it is
- * bin/herald; from a private build directory the same one-line entry over
- * that build's CLI, so the child runs the code under test.
- */
-export async function spawnHeraldChild(args: string[], nodeFlags: string[] = []): Promise<HeraldChild> {
-  const cliArgs = ['serve', '--host', '127.0.0.1', '--port', '0', ...args];
-  const entry =
-    basename(buildRoot) === 'dist'
-      ? [join(repoRoot, 'bin', 'herald')]
-      : ['--input-type=module', '-e', `import { main } from ${JSON.stringify(join(buildRoot, 'src', 'cli', 'main.js'))}; main(process.argv.slice(1)).catch((err) => { console.error(err); process.exit(1); });`];
-  const child = spawn(process.execPath, [...nodeFlags, ...entry, ...cliArgs], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-  liveChildren.add(child);
-  let output = '';
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => {
-      liveChildren.delete(child);
-      resolve(code);
-    }),
-  );
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk));
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk;
-      const match = /"port":(\d+)/.exec(output);
-      if (match) resolve(Number(match[1]));
-    });
-    void exited.then((code) => reject(new Error(`herald exited ${code} before listening: ${output}`)));
-  });
-  const url = `http://127.0.0.1:${port}`;
-  return {
-    child,
-    port,
-    url,
-    wsUrl: `ws://127.0.0.1:${port}/ws`,
-    output: () => output,
-    exited,
-    stop: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
-
-/** Lines a child logged that mean it crashed or leaked an error (TESTPLAN §7 shared criteria). */
-export function crashLines(output: string): string[] {
-  return output.split('\n').filter((line) => /uncaughtException|unhandledRejection|UnhandledPromiseRejection/.test(line));
-}
