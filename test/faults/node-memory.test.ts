@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { mergeHistograms, summarize } from '../../bench/histogram.js';
 import type { ConnectionSpec } from '../../bench/load/client.js';
 import type { GeneratorReport, GeneratorStatus, OpenResult, PublishResult } from '../../bench/load/generator.js';
 import { Child } from '../../bench/process.js';
 import { forceGc, rawWebSocket, scrape, stopGenerator } from '../helpers/faults-node.js';
 import { mb } from '../helpers/figures.js';
-import { crashLines, openFds, spawnHerald, type HeraldChild } from '../helpers/herald-process.js';
+import { crashLines, openFds, spawnHerald, withNodeState, type HeraldChild } from '../helpers/herald-process.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -74,6 +74,12 @@ describe('T22: memory pressure / soak-lite (TESTPLAN T22)', () => {
   });
 
   it('T22: no crash at a 192 MB heap; paused clients shed by 4008; healthy latency kept; RSS plateaus; after everyone leaves, heap back near its baseline', async (t) => {
+    await run(t).catch((err: unknown) => {
+      throw withNodeState(err, node);
+    });
+  });
+
+  async function run(t: TestContext): Promise<void> {
     // Warm-up before the baseline: every channel's history filled, as it will be after the run.
     await Promise.all([
       quiet.request({ cmd: 'http-publisher', port: node.port, localAddress: '127.0.0.1' }),
@@ -188,5 +194,5 @@ describe('T22: memory pressure / soak-lite (TESTPLAN T22)', () => {
 
     node.child.kill('SIGTERM');
     assert.deepEqual(await node.exited, { code: 0, signal: null }, 'exits 0');
-  });
+  }
 });

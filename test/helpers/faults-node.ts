@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import WebSocket from 'ws';
-import type { Child } from '../../bench/process.js';
+import { withTimeout, type Child } from '../../bench/process.js';
 
 /**
  * Helpers of the node-level fault tests (TESTPLAN T13, T14, T21, T22): a
@@ -20,13 +20,23 @@ export function logLines(output: string): Record<string, unknown>[] {
 
 /**
  * Every sample of a Prometheus text page, keyed `name` or `name{labels}`
- * exactly as printed, e.g. `herald_closes_total{code="4008"}`.
+ * exactly as printed, e.g. `herald_closes_total{code="4008"}`. Bounded by a
+ * ref'd timer: a fetch whose server died mid-answer can stay pending with no
+ * handle left (an undici fetch bug), and the test runner would then cancel
+ * the test with "the event loop has already resolved" instead of saying why.
  */
-export async function scrape(url: string): Promise<Map<string, number>> {
-  const response = await fetch(`${url}/metrics`);
-  if (!response.ok) throw new Error(`/metrics: ${response.status}`);
+export async function scrape(url: string, timeoutMs = 10_000): Promise<Map<string, number>> {
+  const text = await withTimeout(
+    (async () => {
+      const response = await fetch(`${url}/metrics`);
+      if (!response.ok) throw new Error(`/metrics: ${response.status}`);
+      return response.text();
+    })(),
+    timeoutMs,
+    `${url}/metrics: no answer within ${timeoutMs} ms`,
+  );
   const samples = new Map<string, number>();
-  for (const line of (await response.text()).split('\n')) {
+  for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
     const space = line.lastIndexOf(' ');
     samples.set(line.slice(0, space), Number(line.slice(space + 1)));
@@ -41,7 +51,7 @@ export async function scrape(url: string): Promise<Map<string, number>> {
  */
 export async function forceGc(inspectorUrl: string, rounds = 2): Promise<void> {
   const ws = new WebSocket(inspectorUrl);
-  await once(ws, 'open');
+  await withTimeout(once(ws, 'open'), 10_000, `inspector ${inspectorUrl}: no connection within 10 s`);
   let id = 0;
   const call = (method: string) =>
     new Promise<void>((resolve, reject) => {
@@ -57,7 +67,7 @@ export async function forceGc(inspectorUrl: string, rounds = 2): Promise<void> {
       ws.send(JSON.stringify({ id: mine, method }));
     });
   try {
-    for (let i = 0; i < rounds; i++) await call('HeapProfiler.collectGarbage');
+    for (let i = 0; i < rounds; i++) await withTimeout(call('HeapProfiler.collectGarbage'), 30_000, 'inspector: no answer to collectGarbage within 30 s');
   } finally {
     ws.close();
   }

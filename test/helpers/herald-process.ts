@@ -91,6 +91,20 @@ export async function spawnHerald(args: readonly string[], options: { nodeFlags?
   };
 }
 
+/**
+ * Adds the node's state to a test failure: whether it is still running (or
+ * how it exited) and the last lines it wrote — so a failure caused by the
+ * node dying says so instead of showing only its consequence.
+ */
+export function withNodeState(err: unknown, node: HeraldChild, lines = 20): Error {
+  const state =
+    node.child.exitCode === null && node.child.signalCode === null ? 'still running' : `exited (code ${node.child.exitCode}, signal ${node.child.signalCode})`;
+  const tail = node.output().trimEnd().split('\n').slice(-lines).join('\n');
+  const error = err instanceof Error ? err : new Error(String(err));
+  error.message += `\n  herald node ${node.pid}: ${state}; its last ${lines} lines:\n${tail}`;
+  return error;
+}
+
 /** Lines a node logged that mean it crashed or leaked an error (TESTPLAN §7 shared criteria). */
 export function crashLines(output: string): string[] {
   return output.split('\n').filter((line) => /uncaughtException|unhandledRejection|UnhandledPromiseRejection|FATAL ERROR|heap out of memory/.test(line));
