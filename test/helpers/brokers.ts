@@ -54,7 +54,7 @@ abstract class BrokerProcess {
       child.stdout!.on('data', read);
       child.stderr!.on('data', read);
       child.once('error', (err) => fail(new Error(`cannot start ${binary} (is it installed and on PATH?): ${err.message}`)));
-      child.once('exit', (code, signal) => fail(new Error(`${binary} exited (${code ?? signal}) before it was ready:\n${this.output}`)));
+      child.once('close', (code, signal) => fail(new Error(`${binary} exited (${code ?? signal}) before it was ready:\n${this.output}`)));
     });
   }
 

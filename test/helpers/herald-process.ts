@@ -53,7 +53,7 @@ export async function spawnHerald(args: readonly string[], options: { nodeFlags?
   liveNodes.add(child);
   let output = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       liveNodes.delete(child);
       resolve({ code, signal });
     }),

@@ -27,7 +27,7 @@ async function herald(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run>
   let stderr = '';
   child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk));
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk));
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code] = (await once(child, 'close')) as [number | null];
   return { code, stdout, stderr };
 }
 
@@ -55,7 +55,7 @@ async function startNode(args: string[] = [], env: NodeJS.ProcessEnv = {}): Prom
   nodes.add(child);
   let output = '';
   const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => {
+    child.once('close', (code) => {
       nodes.delete(child);
       resolve(code);
     }),

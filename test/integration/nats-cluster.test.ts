@@ -220,7 +220,7 @@ describe('three nodes on one NATS server (SPEC §7)', () => {
           const match = /"port":(\d+)/.exec(out);
           if (match) resolve(Number(match[1]));
         });
-        child.once('exit', (code) => reject(new Error(`herald exited ${code}: ${out}`)));
+        child.once('close', (code) => reject(new Error(`herald exited ${code}: ${out}`)));
       });
       const doomed = await ProtocolSocket.open(`ws://127.0.0.1:${port}/ws`);
       await subscribed(doomed, 'crash-room', { presence: true });
