@@ -12,7 +12,10 @@
  *
  *   npm run soak -- [--minutes 30] [--connections 10000] [--rooms 100]
  *                   [--rate 50] [--churn 20] [--broker memory|redis]
- *                   [--restart-every 5] [--report FILE]
+ *                   [--restart-every 5] [--malloc-arena-max N] [--report FILE]
+ *
+ * `--malloc-arena-max N` starts the node with MALLOC_ARENA_MAX=N (glibc), to
+ * tell fragmentation of native memory across malloc arenas from a leak.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -29,6 +32,7 @@ interface SoakOptions {
   churn: number;
   broker: 'memory' | 'redis';
   restartEveryMinutes: number;
+  mallocArenaMax?: number;
   report?: string;
 }
 
@@ -36,6 +40,9 @@ interface Sample {
   atSeconds: number;
   rssMb: number;
   heapMb: number;
+  /** V8 heap reserved (used + free pages), and memory V8 tracks outside its heap (Buffers, sockets' ArrayBuffers). */
+  heapTotalMb: number;
+  externalMb: number;
   connections: number;
   subscriptions: number;
   channels: number;
@@ -60,6 +67,7 @@ function parseOptions(argv: string[]): SoakOptions {
       case '--rate': options.rate = number; break;
       case '--churn': options.churn = number; break;
       case '--restart-every': options.restartEveryMinutes = number; break;
+      case '--malloc-arena-max': options.mallocArenaMax = number; break;
       case '--broker':
         if (value !== 'memory' && value !== 'redis') throw new Error('--broker is memory or redis');
         options.broker = value;
@@ -75,10 +83,11 @@ function parseOptions(argv: string[]): SoakOptions {
 }
 
 /** The node under test, in its own process so its memory is its own. */
-async function startNode(port: number, brokerUrl: string | undefined): Promise<ChildProcess> {
+async function startNode(port: number, brokerUrl: string | undefined, mallocArenaMax: number | undefined): Promise<ChildProcess> {
   const args = [BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn', '--max-connections-per-ip', '0', '--ping-interval', '10'];
   if (brokerUrl) args.push('--broker', brokerUrl);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  const env = mallocArenaMax ? { ...process.env, MALLOC_ARENA_MAX: String(mallocArenaMax) } : process.env;
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env });
   for (let i = 0; i < 200; i++) {
     if (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) return child;
     await sleep(50);
@@ -164,6 +173,8 @@ async function sample(baseUrl: string, startedAt: number, delivered: number): Pr
     atSeconds: Math.round((Date.now() - startedAt) / 1000),
     rssMb: sum('herald_process_resident_memory_bytes') / 2 ** 20,
     heapMb: sum('herald_nodejs_heap_size_used_bytes') / 2 ** 20,
+    heapTotalMb: sum('herald_nodejs_heap_size_total_bytes') / 2 ** 20,
+    externalMb: sum('herald_nodejs_external_memory_bytes') / 2 ** 20,
     connections: sum('herald_connections'),
     subscriptions: sum('herald_subscriptions'),
     channels: sum('herald_channels'),
@@ -187,12 +198,14 @@ function renderReport(options: SoakOptions, samples: Sample[], after: Sample, st
   const lines = [
     `Soak: ${options.minutes} min, ${options.connections} room-mode WebSockets in ${options.rooms} rooms, ` +
       `${options.churn} clients replaced per second, ${options.rate} publications/s via POST /api/publish, broker ${options.broker}` +
-      (options.broker === 'redis' ? ` (killed with SIGKILL and restarted every ${options.restartEveryMinutes} min)` : ''),
+      (options.broker === 'redis' ? ` (killed with SIGKILL and restarted every ${options.restartEveryMinutes} min)` : '') +
+      (options.mallocArenaMax ? `, node run with MALLOC_ARENA_MAX=${options.mallocArenaMax}` : ''),
     '',
-    '| t (s) | RSS MB | heap MB | connections | subscriptions | channels | delivered | event |',
-    '|------:|-------:|--------:|------------:|--------------:|---------:|----------:|-------|',
+    '| t (s) | RSS MB | heap used MB | heap total MB | external MB | connections | subscriptions | channels | delivered | event |',
+    '|------:|-------:|-------------:|--------------:|------------:|------------:|--------------:|---------:|----------:|-------|',
     ...[...samples, after].map(
-      (s) => `| ${s.atSeconds} | ${s.rssMb.toFixed(1)} | ${s.heapMb.toFixed(1)} | ${s.connections} | ${s.subscriptions} | ${s.channels} | ${s.delivered} | ${s.event ?? ''} |`,
+      (s) =>
+        `| ${s.atSeconds} | ${s.rssMb.toFixed(1)} | ${s.heapMb.toFixed(1)} | ${s.heapTotalMb.toFixed(1)} | ${s.externalMb.toFixed(1)} | ${s.connections} | ${s.subscriptions} | ${s.channels} | ${s.delivered} | ${s.event ?? ''} |`,
     ),
     '',
     `Published ${stats.published}, refused ${stats.refused} (503 while the broker was down), client errors ${stats.errors}.`,
@@ -207,7 +220,7 @@ export async function runSoak(argv: string[]): Promise<boolean> {
   const options = parseOptions(argv);
   const redis = options.broker === 'redis' ? await PrivateRedis.start() : undefined;
   const port = await freePort();
-  const node = await startNode(port, redis?.url);
+  const node = await startNode(port, redis?.url, options.mallocArenaMax);
   const baseUrl = `http://127.0.0.1:${port}`;
   let redisNow = redis;
   const pool = new ClientPool(`ws://127.0.0.1:${port}/ws`, options.rooms, options.connections);
@@ -240,7 +253,7 @@ export async function runSoak(argv: string[]): Promise<boolean> {
       }
       const current = { ...(await sample(baseUrl, startedAt, pool.delivered)), ...(event ? { event } : {}) };
       samples.push(current);
-      console.error(`soak: t=${current.atSeconds}s rss=${current.rssMb.toFixed(1)}MB heap=${current.heapMb.toFixed(1)}MB conns=${current.connections} subs=${current.subscriptions} delivered=${current.delivered}${event ? ` (${event})` : ''}`);
+      console.error(`soak: t=${current.atSeconds}s rss=${current.rssMb.toFixed(1)}MB heap=${current.heapMb.toFixed(1)}/${current.heapTotalMb.toFixed(1)}MB external=${current.externalMb.toFixed(1)}MB conns=${current.connections} subs=${current.subscriptions} delivered=${current.delivered}${event ? ` (${event})` : ''}`);
     }
     clearInterval(publisher);
     clearInterval(churner);

@@ -4,7 +4,7 @@ import type { NodeContext } from '../context.js';
 import { assertChannelName } from '../core/channel-name.js';
 import { badRequest, HeraldError } from '../core/errors.js';
 import { parseLastEventId } from '../transport/sse/last-event-id.js';
-import { SseStream } from '../transport/sse/stream.js';
+import { eventStreamHeaders, SseStream } from '../transport/sse/stream.js';
 
 /**
  * GET /events/:channel and /events?channel=a&channel=b (SPEC §4). Refusals
@@ -21,6 +21,12 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
   }
   const lastEventId = headerValue(req.headers['last-event-id']) ?? url.searchParams.get('lastEventId') ?? undefined;
   const resume = parseLastEventId(lastEventId, channels);
+  if (req.method === 'HEAD') {
+    // What a GET would answer, checked the same way, but no stream: HEAD has no body to hold one open in.
+    res.writeHead(200, eventStreamHeaders(req, corsHeaders, 'keep-alive'));
+    res.end();
+    return;
+  }
   const ip = req.socket.remoteAddress ?? '';
   if (!ctx.connectionsPerIp.tryAcquire(ip)) {
     ctx.metrics.rejects.inc({ reason: 'connection_limit' });
@@ -30,7 +36,7 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
   const stream = new SseStream(ctx, req, res, ctx.nextClientId(), principal, channels);
   if (ctx.draining()) {
     // Opened only to tell the browser to come back (to another node) later: on a new connection, not this keep-alive one.
-    res.writeHead(200, { ...corsHeaders, 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform', ...(req.httpVersionMajor === 1 ? { Connection: 'close' } : {}) });
+    res.writeHead(200, eventStreamHeaders(req, corsHeaders, 'close'));
     res.end(`retry: ${ctx.settings['sse-retry']}\n\n`);
     return;
   }

@@ -345,6 +345,16 @@ describe('Server-Sent Events (SPEC §4)', () => {
     assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
   });
 
+  it('answers HEAD with the stream headers and no stream: nothing subscribed, the response ends at once', async () => {
+    const head = await fetch(`${server.url}/events/head-only`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.match(String(head.headers.get('content-type')), /^text\/event-stream(;|$)/);
+    assert.equal(head.headers.get('cache-control'), 'no-cache, no-transform');
+    assert.equal(await head.text(), '');
+    assert.equal(server.ctx.hub.subscriberCount('head-only'), 0);
+    assert.equal((await fetch(`${server.url}/events/${encodeURIComponent('bad channel!')}`, { method: 'HEAD' })).status, 400);
+  });
+
   it('refuses a bad channel name, or no channel at all, with a JSON 400 before opening the stream', async () => {
     for (const path of [`/events/${encodeURIComponent('bad channel!')}`, '/events?channel=ok&channel=no%20spaces', '/events', `/events/${'x'.repeat(256)}`]) {
       const response = await fetch(`${server.url}${path}`);

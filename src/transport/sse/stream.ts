@@ -17,6 +17,21 @@ const SLOW_READER_GRACE_MS = 1000;
 const UNRECOVERABLE: Position = { offset: -1, epoch: '-' };
 
 /**
+ * The response headers of an event stream (SPEC §4). `connection` is
+ * keep-alive for a stream, close for an answer that sends the reader
+ * elsewhere; HTTP/2 forbids connection-specific headers, so it is left out there.
+ */
+export function eventStreamHeaders(req: IncomingMessage, extraHeaders: Record<string, string>, connection: 'keep-alive' | 'close'): Record<string, string> {
+  return {
+    ...extraHeaders,
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-cache, no-transform',
+    ...(req.httpVersionMajor === 1 ? { Connection: connection } : {}),
+    'X-Accel-Buffering': 'no',
+  };
+}
+
+/**
  * One Server-Sent Events response (SPEC §4), subscribed to one or more
  * channels. Single-channel streams write each publication's shared bytes
  * as they are; multiplexed streams prefix their own id line.
@@ -45,17 +60,9 @@ export class SseStream implements Subscriber, HeartbeatMember, DeadlineMember, B
 
   async start(resume: Map<string, ResumePoint>, extraHeaders: Record<string, string>): Promise<void> {
     const res = this.stream;
-    const http1 = this.req.httpVersionMajor === 1;
-    res.writeHead(200, {
-      ...extraHeaders,
-      'Content-Type': 'text/event-stream; charset=utf-8',
-      'Cache-Control': 'no-cache, no-transform',
-      // HTTP/2 forbids connection-specific headers.
-      ...(http1 ? { Connection: 'keep-alive' } : {}),
-      'X-Accel-Buffering': 'no',
-    });
+    res.writeHead(200, eventStreamHeaders(this.req, extraHeaders, 'keep-alive'));
     res.write(`retry: ${this.ctx.settings['sse-retry']}\nevent: connected\ndata: {"status":"ok","client":"${this.id}"}\n\n`);
-    if (http1) this.req.socket.setNoDelay(true);
+    if (this.req.httpVersionMajor === 1) this.req.socket.setNoDelay(true);
     res.on('close', () => this.onClose());
     res.on('error', () => this.onClose());
     this.ctx.streams.add(this);
