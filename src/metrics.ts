@@ -9,6 +9,9 @@ export interface MetricsSources {
   publications(): number;
   deliveries(): number;
   resets(): number;
+  repairs(): number;
+  brokerReconnects(): number;
+  probeTimeouts(): number;
 }
 
 /**
@@ -43,6 +46,9 @@ export class HeraldMetrics {
     total('herald_publications_total', 'Publications accepted by this node', sources.publications);
     total('herald_deliveries_total', 'Publications written to subscribers on this node', sources.deliveries);
     total('herald_resets_total', 'Times subscribers were told a gap could not be filled', sources.resets);
+    total('herald_gap_repairs_total', 'Times a channel re-read its history: a skipped offset on the live path, or a broker reconnect', sources.repairs);
+    total('herald_broker_reconnects_total', "Times the broker's subscriber link came back and this node's channels were subscribed again", sources.brokerReconnects);
+    total('herald_broker_probe_timeouts_total', 'Liveness probes that never came back: a subscription open but starved, restarted', sources.probeTimeouts);
     this.closes = new Counter({ name: 'herald_closes_total', help: 'Connections closed, by close code or reason', labelNames: ['code'], registers });
     this.rejects = new Counter({ name: 'herald_rejects_total', help: 'Requests or commands refused, by reason', labelNames: ['reason'], registers });
     this.drops = new Counter({ name: 'herald_drops_total', help: 'Clients dropped or messages not delivered, by reason', labelNames: ['reason'], registers });

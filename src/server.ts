@@ -67,6 +67,9 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
     publications: () => hub.stats.publications,
     deliveries: () => hub.stats.deliveries,
     resets: () => hub.stats.resets,
+    repairs: () => hub.stats.repairs,
+    brokerReconnects: () => broker.stats.reconnects,
+    probeTimeouts: () => broker.stats.probeTimeouts,
   });
 
   const ctx: NodeContext = {

@@ -22,6 +22,14 @@ export interface HistoryLimits {
   readonly ttlSeconds: number;
 }
 
+/** Counters a broker keeps as plain numbers; /metrics reads them at scrape time. */
+export interface BrokerStats {
+  /** Times the subscriber link came back and this node's channels were subscribed again. */
+  readonly reconnects: number;
+  /** Liveness probes that never came back: a subscription open but starved, restarted. */
+  readonly probeTimeouts: number;
+}
+
 /**
  * The one seam between the hub and the outside world (SPEC §7). Memory,
  * Redis and NATS implement it; the hub never knows which one it runs on.
@@ -29,6 +37,7 @@ export interface HistoryLimits {
 export interface Broker {
   readonly kind: string;
   readonly presence: PresenceStore;
+  readonly stats: BrokerStats;
   start(listener: BrokerListener): Promise<void>;
   /** Start receiving publications of `channel` on this node (called on the first local subscriber). */
   subscribe(channel: string): Promise<void>;

@@ -29,6 +29,8 @@ interface ChannelStream {
 export class MemoryBroker implements Broker {
   readonly kind = 'memory';
   readonly presence = new MemoryPresenceStore();
+  /** One process, no link to lose. */
+  readonly stats = { reconnects: 0, probeTimeouts: 0 };
   private readonly streams = new Map<string, ChannelStream>();
   private readonly subscribedChannels = new Set<string>();
   private listener: BrokerListener | undefined;

@@ -61,7 +61,7 @@ const DEFAULT_START_TIMEOUT_MS = 5000;
 export class RedisBroker implements Broker {
   readonly kind = 'redis';
   readonly presence: RedisPresenceStore;
-  readonly stats = { resubscribes: 0, probeTimeouts: 0 };
+  readonly stats = { reconnects: 0, probeTimeouts: 0 };
   private readonly probe: LivenessProbe;
   private readonly keys: RedisKeys;
   private readonly probeChannel: string;
@@ -287,7 +287,7 @@ export class RedisBroker implements Broker {
       return;
     }
     if (generation !== this.subscriberGeneration) return;
-    if (this.connectedOnce) this.stats.resubscribes++;
+    if (this.connectedOnce) this.stats.reconnects++;
     this.connectedOnce = true;
     this.subscriberState = 'ready';
     this.subscriberDownReason = undefined;

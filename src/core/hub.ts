@@ -81,6 +81,8 @@ export interface HubStats {
   publications: number;
   deliveries: number;
   resets: number;
+  /** History re-reads of a channel: a skipped offset on the live path, a new epoch, a broker reconnect. */
+  repairs: number;
 }
 
 export interface HubOptions {
@@ -94,7 +96,7 @@ export interface HubOptions {
  */
 export class Hub implements BrokerListener {
   private readonly channels = new Map<string, HubChannel>();
-  readonly stats: HubStats = { publications: 0, deliveries: 0, resets: 0 };
+  readonly stats: HubStats = { publications: 0, deliveries: 0, resets: 0, repairs: 0 };
   private brokerWasDown = false;
 
   constructor(
@@ -332,6 +334,7 @@ export class Hub implements BrokerListener {
    * cannot fill it, every local subscriber gets an explicit reset.
    */
   private repairGap(channel: HubChannel, trigger: Publication | undefined): void {
+    this.stats.repairs++;
     channel.repairBuffer = trigger ? [trigger] : [];
     this.readRepair(channel, trigger, 0);
   }

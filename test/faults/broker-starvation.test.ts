@@ -124,7 +124,7 @@ describe('T19: PUB/SUB failure and silent starvation under steady publishing', (
       await publisher.stop();
       const { resets, deliveries } = await assertStreams(direct, clients, publisher);
       t.diagnostic(`probe timeout detected ${detectedMs.toFixed(0)} ms after the blackhole began (probe interval ${PROBE_S * 1000} ms; criterion 2 intervals); starved node /readyz ${readyzDuring} meanwhile; ready again ${recoveredMs.toFixed(0)} ms after the path healed`);
-      t.diagnostic(`probe timeouts ${broker.stats.probeTimeouts}, re-subscribes ${broker.stats.resubscribes}; ${publisher.ackedCount} acknowledged, ${deliveries} deliveries in 40 streams, ${resets} resets, 0 silent gaps`);
+      t.diagnostic(`probe timeouts ${broker.stats.probeTimeouts}, re-subscribes ${broker.stats.reconnects}; ${publisher.ackedCount} acknowledged, ${deliveries} deliveries in 40 streams, ${resets} resets, 0 silent gaps`);
       assert.ok(broker.stats.probeTimeouts >= 1);
       assert.ok(detectedMs < 3 * 3 * PROBE_S * 1000, 'detected within 3 × the probe design bound (3 intervals)');
       assert.equal(readyzDuring, 503, 'a starved node reports itself unready');

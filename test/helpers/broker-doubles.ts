@@ -58,6 +58,7 @@ export function outliving(broker: Broker): Broker {
   return {
     kind: broker.kind,
     presence: broker.presence,
+    stats: broker.stats,
     start: (listener) => broker.start(listener),
     subscribe: (channel) => broker.subscribe(channel),
     unsubscribe: (channel) => broker.unsubscribe(channel),

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import type { HeraldServer } from '../../src/server.js';
 
 /**
@@ -15,4 +16,11 @@ export async function metricValue(server: HeraldServer, name: string, labels: Re
     if (wanted.every((label) => present.includes(label))) return Number(match[3]);
   }
   return 0;
+}
+
+/** What an operator sees of a starved broker subscription: the probe timed out, the link was restarted, the gap re-read. */
+export async function assertStarvationInMetrics(server: HeraldServer): Promise<void> {
+  assert.ok((await metricValue(server, 'herald_broker_probe_timeouts_total')) >= 1, 'probe timeout in /metrics');
+  assert.ok((await metricValue(server, 'herald_broker_reconnects_total')) >= 1, 'the starved subscription restarted, in /metrics');
+  assert.ok((await metricValue(server, 'herald_gap_repairs_total')) >= 1, 'the missed run read from history, in /metrics');
 }

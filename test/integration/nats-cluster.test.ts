@@ -6,6 +6,7 @@ import { NatsBroker } from '../../src/broker/nats.js';
 import { channelToken } from '../../src/broker/nats-subjects.js';
 import { NatsProcess } from '../helpers/brokers.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
+import { assertStarvationInMetrics } from '../helpers/metrics.js';
 import { epochOf, offsetOf, ProtocolSocket, type Frame } from '../helpers/protocol.js';
 import { publish, startTestServer, type TestServer } from '../helpers/server.js';
 import { SseReader } from '../helpers/sse.js';
@@ -271,6 +272,7 @@ describe('three nodes on one NATS server (SPEC §7)', () => {
       assert.deepEqual(messages.map((m) => (m.data as { n: number }).n), [1, 2, 3, 4]);
       assertContiguous(messages.map((m) => String(m.position)), 'after starvation');
       assert.ok(!peer.frames.some((f) => f.type === 'reset'), 'repaired, not reset');
+      await assertStarvationInMetrics(node);
       peer.close();
     } finally {
       await node.stop();

@@ -6,6 +6,7 @@ import { Redis } from 'ioredis';
 import { RedisBroker } from '../../src/broker/redis.js';
 import { freePort, RedisProcess } from '../helpers/brokers.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
+import { assertStarvationInMetrics, metricValue } from '../helpers/metrics.js';
 import { epochOf, offsetOf, ProtocolSocket, type Frame } from '../helpers/protocol.js';
 import { publish, startTestServer, type TestServer } from '../helpers/server.js';
 import { SseReader } from '../helpers/sse.js';
@@ -309,6 +310,7 @@ describe('three nodes on one Redis (SPEC §7)', () => {
       assert.deepEqual(messages.map((m) => (m.data as { n: number }).n), [1, 2, 3, 4]);
       assertContiguous(messages.map((m) => String(m.position)), 'after starvation');
       assert.ok(!peer.frames.some((f) => f.type === 'reset'), 'repaired, not reset');
+      await assertStarvationInMetrics(node);
       peer.close();
     } finally {
       await node.stop();
@@ -379,6 +381,7 @@ describe('three nodes on one Redis (SPEC §7)', () => {
     await peer.waitForMessages(channel, 1);
     await member.waitFor((text) => text.includes('"before"'));
 
+    const reconnectsBefore = await Promise.all(nodes.map((node) => metricValue(node, 'herald_broker_reconnects_total')));
     await redis.kill('SIGKILL');
     for (const node of nodes) {
       await until(async () => (await fetch(`${node.url}/readyz`)).status === 503, 5000, 'readyz 503');
@@ -418,6 +421,9 @@ describe('three nodes on one Redis (SPEC §7)', () => {
     const event = await reader.waitFor((e) => e.data.includes('"after"'));
     assert.equal(event.id, afterOutage.position);
     assert.equal(await member.waitFor((t) => t.includes('"after"')), '{"phase":"after"}');
+    for (const [i, node] of nodes.entries()) {
+      assert.ok((await metricValue(node, 'herald_broker_reconnects_total')) > reconnectsBefore[i]!, 'the reconnect shows in /metrics');
+    }
     // Nobody was disconnected by the outage.
     assert.equal(peer.socket.closeCode, undefined);
     assert.equal(member.closeCode, undefined);
