@@ -189,7 +189,9 @@ export class HeraldClient {
       if (token !== undefined) await this.authenticate(token);
     } catch (err) {
       this.emitError(err as Error);
-      socket.close(4401, 'auth failed');
+      // A refused token ends here (4401); keys the server cannot reach, or a timeout, are worth another try.
+      const refused = err instanceof HeraldError && (err.code === 'unauthorized' || err.code === 'forbidden');
+      socket.close(refused ? 4401 : 1000, refused ? 'auth failed' : 'auth not possible now');
       return;
     }
     if (socket !== this.socket) return;

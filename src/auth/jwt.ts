@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import type { Settings } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
 import { HeraldError } from '../core/errors.js';
@@ -13,6 +13,48 @@ export const MAX_TOKEN_LENGTH = 8192;
 export const CLOCK_TOLERANCE_SECONDS = 5;
 
 type VerificationKey = Uint8Array | KeyObject | JWTVerifyGetKey;
+
+/** How a JWKS is fetched and kept: re-fetched after `cacheMaxAgeMs`, at most once per `cooldownMs` for an unknown kid. */
+export interface JwksOptions {
+  readonly cacheMaxAgeMs: number;
+  readonly cooldownMs: number;
+  readonly timeoutMs: number;
+}
+
+export const JWKS_DEFAULTS: JwksOptions = { cacheMaxAgeMs: 10 * 60_000, cooldownMs: 30_000, timeoutMs: 5000 };
+
+/** The key set could not be fetched and none was ever fetched: no token can be checked, through no fault of its own. */
+class KeysUnavailable extends Error {}
+
+/**
+ * jose's remote JWKS, made to outlive an outage of the key endpoint: jose
+ * re-fetches a set older than its cache age before every verification and
+ * fails the token when that fetch fails, so a JWKS blip after ten quiet
+ * minutes would refuse every client. Here a failed fetch falls back to the
+ * last set fetched (keys rotate by adding, so the old set still verifies the
+ * tokens in use); with no set at all, the failure is `unavailable` — never
+ * `unauthorized`, which makes clients (and browsers' EventSource) stop for good.
+ */
+function resilientJwks(url: URL, options: JwksOptions): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(url, { cacheMaxAge: options.cacheMaxAgeMs, cooldownDuration: options.cooldownMs, timeoutDuration: options.timeoutMs });
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (err) {
+      if (!isKeySourceFailure(err)) throw err;
+      const stale = remote.jwks();
+      if (stale === undefined) throw new KeysUnavailable('token keys unavailable: the JWKS endpoint cannot be reached');
+      return createLocalJWKSet(stale)(header, token);
+    }
+  };
+}
+
+/** The fetch of the set failed (network, timeout, non-200, not JSON, not a key set) — as opposed to the token failing against it. */
+function isKeySourceFailure(err: unknown): boolean {
+  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid) return true;
+  if (err instanceof errors.JOSEError) return err.code === 'ERR_JOSE_GENERIC';
+  return err instanceof Error; // fetch's own TypeError ("fetch failed") and socket errors
+}
 
 /**
  * JWT verification with jose (SPEC §6). The accepted algorithm is pinned to
@@ -28,7 +70,7 @@ export class JwtAuthenticator implements Authenticator {
     private readonly options: JWTVerifyOptions,
   ) {}
 
-  static fromSettings(settings: Settings): JwtAuthenticator | undefined {
+  static fromSettings(settings: Settings, jwksOptions: JwksOptions = JWKS_DEFAULTS): JwtAuthenticator | undefined {
     const configured = [settings['jwt-secret'], settings['jwt-public-key'], settings['jwks-url']].filter((v) => v !== undefined);
     if (configured.length === 0) return undefined;
     if (configured.length > 1) throw new ConfigError('jwt-secret', 'configure only one of --jwt-secret, --jwt-public-key, --jwks-url');
@@ -53,8 +95,7 @@ export class JwtAuthenticator implements Authenticator {
     } catch {
       throw new ConfigError('jwks-url', 'must be a URL');
     }
-    const jwks = createRemoteJWKSet(url, { cacheMaxAge: 10 * 60_000, cooldownDuration: 30_000, timeoutDuration: 5000 });
-    return new JwtAuthenticator(jwks, { ...base, algorithms: ['RS256', 'ES256'] });
+    return new JwtAuthenticator(resilientJwks(url, jwksOptions), { ...base, algorithms: ['RS256', 'ES256'] });
   }
 
   async verify(token: string): Promise<Principal> {
@@ -63,6 +104,7 @@ export class JwtAuthenticator implements Authenticator {
     try {
       ({ payload } = await jwtVerify(token, this.key as Uint8Array, this.options));
     } catch (err) {
+      if (err instanceof KeysUnavailable) throw new HeraldError('unavailable', err.message);
       throw unauthorized(describeFailure(err));
     }
     return principalFrom(payload);

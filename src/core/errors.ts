@@ -55,6 +55,8 @@ export const CloseCode = {
   invalidPayload: 1007,
   policyViolation: 1008,
   messageTooBig: 1009,
+  /** RFC 6455 Try Again Later: the broker or the token keys are unreachable; the client reconnects with backoff. */
+  tryAgainLater: 1013,
   roomRequired: 4001,
   slowConsumer: 4008,
   unauthorized: 4401,

@@ -15,7 +15,15 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
   refuseLargeBody(ctx, req);
   const channels = channelsOf(url);
   if (channels.length > ctx.settings['max-subscriptions']) throw badRequest(`at most ${ctx.settings['max-subscriptions']} channels per stream`);
-  const principal = await authenticateStream(ctx, req, url);
+  let principal: Principal;
+  try {
+    principal = await authenticateStream(ctx, req, url);
+  } catch (err) {
+    // The token keys are unreachable: not the reader's fault, and an error status would stop EventSource for good.
+    if (!(err instanceof HeraldError && err.code === 'unavailable')) throw err;
+    ctx.metrics.rejects.inc({ reason: 'unavailable' });
+    return comeBackLater(ctx, req, res, corsHeaders);
+  }
   for (const channel of channels) {
     if (!principal.canSubscribe(channel)) throw new HeraldError('forbidden', `not permitted to subscribe to ${channel}`);
   }
@@ -33,14 +41,18 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
     throw new HeraldError('rate_limited', 'too many connections from this address');
   }
   res.once('close', () => ctx.connectionsPerIp.release(ip));
-  const stream = new SseStream(ctx, req, res, ctx.nextClientId(), principal, channels);
-  if (ctx.draining()) {
-    // Opened only to tell the browser to come back (to another node) later: on a new connection, not this keep-alive one.
-    res.writeHead(200, eventStreamHeaders(req, corsHeaders, 'close'));
-    res.end(`retry: ${ctx.settings['sse-retry']}\n\n`);
-    return;
-  }
-  await stream.start(resume, corsHeaders);
+  if (ctx.draining()) return comeBackLater(ctx, req, res, corsHeaders);
+  await new SseStream(ctx, req, res, ctx.nextClientId(), principal, channels).start(resume, corsHeaders);
+}
+
+/**
+ * A stream opened only to tell the browser to come back later (to another
+ * node, or once the token keys are reachable): the `retry:` hint and the end,
+ * on a new connection rather than this keep-alive one.
+ */
+function comeBackLater(ctx: NodeContext, req: IncomingMessage, res: ServerResponse, corsHeaders: Record<string, string>): void {
+  res.writeHead(200, eventStreamHeaders(req, corsHeaders, 'close'));
+  res.end(`retry: ${ctx.settings['sse-retry']}\n\n`);
 }
 
 /**

@@ -3,9 +3,13 @@ import { generateKeyPairSync } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { EventSource } from 'eventsource';
 import { exportJWK } from 'jose';
+import { JwtAuthenticator } from '../../src/auth/jwt.js';
+import { settingsWith } from '../../src/config/load.js';
 import { generateKeyFiles, hmacWithPublicKey, SECRET, signToken, sseStatus, unsignedToken, upgradeStatus, type KeyFiles } from '../helpers/auth.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { until } from '../helpers/wait.js';
 import { TestSocket } from '../helpers/ws.js';
 
 const AUDIENCE = 'herald-tests';
@@ -231,5 +235,84 @@ describe('JWT with a JWKS URL (SPEC §6, TESTPLAN A9: no fetch built from unveri
     for (const token of tokens) assert.deepEqual(await statusesFor(server, token), REFUSED);
     assert.deepEqual(trapRequests, []);
     assert.ok(jwksRequests.every((path) => path === '/.well-known/jwks.json'), `unexpected JWKS paths ${jwksRequests.join(', ')}`);
+  });
+});
+
+describe('JWT with a JWKS endpoint that goes down (keys unreachable is not a bad token)', () => {
+  const rsaKey = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  /** up: serves the set; error: 500; reset: drops the connection. */
+  let mode: 'up' | 'error' | 'reset' = 'error';
+  let fetches = 0;
+  let jwks: Server;
+  let server: TestServer;
+  const token = () => signToken({ sub: 'alice' }, { kid: 'rsa-1' }, rsaKey.privateKey, 'RS256');
+
+  before(async () => {
+    const keys = [{ ...(await exportJWK(rsaKey.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' }];
+    jwks = createServer((req, res) => {
+      fetches++;
+      if (mode === 'reset') return void req.socket.destroy();
+      if (mode === 'error') return void res.writeHead(500).end();
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ keys }));
+    });
+    await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+    const settings = settingsWith({ 'jwks-url': `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`, 'sse-retry': 200 });
+    // A cache this short makes every verification re-fetch the set, as a production node does once its set is 10 minutes old.
+    const authenticator = JwtAuthenticator.fromSettings(settings, { cacheMaxAgeMs: 50, cooldownMs: 0, timeoutMs: 1000 })!;
+    server = await startTestServer({ 'jwks-url': settings['jwks-url']!, 'sse-retry': 200 }, { authenticator });
+  });
+  after(async () => {
+    await server.stop();
+    jwks.close();
+  });
+
+  it('before any set was fetched: upgrade 503, herald.v1 and room auth close 1013, SSE gets a retry hint — nothing that tells a client to stop', async () => {
+    mode = 'error';
+    const good = await token();
+    const [room, protocol, sse] = await Promise.all([
+      upgradeStatus(`${server.wsUrl}?room=jwks&token=${good}`),
+      upgradeStatus(`${server.wsUrl}?token=${good}`, { protocol: 'herald.v1' }),
+      fetch(`${server.url}/events/jwks?token=${good}`),
+    ]);
+    assert.equal(room, 503);
+    assert.equal(protocol, 503);
+    assert.equal(sse.status, 200, 'an error status would stop EventSource for good');
+    assert.equal(await sse.text(), 'retry: 200\n\n');
+
+    mode = 'reset';
+    const v1 = await TestSocket.open(server.wsUrl, 'herald.v1');
+    v1.send({ id: 1, type: 'auth', token: good });
+    const refused = await v1.next<{ code: string }>('error');
+    assert.equal(refused.code, 'unavailable');
+    assert.equal((await v1.closed).code, 1013);
+    const member = await TestSocket.open(`${server.wsUrl}?room=jwks`);
+    member.send({ type: 'auth', token: good });
+    assert.equal((await member.closed).code, 1013);
+  });
+
+  it('a browser-style EventSource opened while the keys are unreachable connects by itself once they are back', async () => {
+    mode = 'reset';
+    const source = new EventSource(`${server.url}/events/jwks-es?token=${await token()}`);
+    const connected = new Promise((resolve) => source.addEventListener('connected', resolve, { once: true }));
+    const before = fetches;
+    await until(() => fetches >= before + 2, 5000, 'EventSource retried');
+    mode = 'up';
+    await connected;
+    assert.notEqual(source.readyState, EventSource.CLOSED);
+    source.close();
+  });
+
+  it('once a set was fetched, an outage of the endpoint keeps accepting tokens with the last set, and still refuses bad ones', async () => {
+    mode = 'up';
+    assert.deepEqual(await statusesFor(server, await token()), ACCEPTED);
+    for (const outage of ['error', 'reset'] as const) {
+      mode = outage;
+      await new Promise((resolve) => setTimeout(resolve, 60)); // past the cache age: each verification re-fetches
+      const before = fetches;
+      assert.deepEqual(await statusesFor(server, await token()), ACCEPTED, `endpoint ${outage}`);
+      assert.ok(fetches > before, 'the set was re-fetched (and failed)');
+      const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      assert.deepEqual(await statusesFor(server, await signToken({ sub: 'mallory' }, { kid: 'rsa-1' }, stranger.privateKey, 'RS256')), REFUSED);
+    }
   });
 });

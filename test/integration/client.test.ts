@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { HeraldClient, type ClientState, type Publication } from '../../client/index.js';
+import { ANONYMOUS, type Authenticator } from '../../src/auth/principal.js';
 import { MemoryBroker } from '../../src/broker/memory.js';
+import { HeraldError } from '../../src/core/errors.js';
 import { signToken } from '../helpers/auth.js';
 import { SwitchableBroker } from '../helpers/broker-doubles.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
@@ -200,6 +202,31 @@ describe('herald/client (SPEC §8)', () => {
     await nextState(client, 'closed');
     assert.ok(errors.some((e) => e.code === 'unauthorized'), JSON.stringify(errors));
     await server.stop();
+  });
+
+  it('keeps reconnecting while the server cannot reach its token keys (1013), and connects once it can', async () => {
+    let verifications = 0;
+    const keysBackAfter = 3;
+    const authenticator: Authenticator = {
+      required: true,
+      verify: async () => {
+        if (++verifications <= keysBackAfter) throw new HeraldError('unavailable', 'token keys unavailable: the JWKS endpoint cannot be reached');
+        return ANONYMOUS;
+      },
+    };
+    const server = await startTestServer({ 'ping-interval': 60 }, { authenticator });
+    const errors: Array<{ code?: string }> = [];
+    const client = new HeraldClient(server.wsUrl, { token: 'any', reconnect: fastReconnect });
+    client.on('error', (err) => errors.push(err as { code?: string }));
+    try {
+      await nextState(client, 'connected');
+      assert.equal(verifications, keysBackAfter + 1);
+      assert.ok(errors.some((e) => e.code === 'unavailable'), JSON.stringify(errors));
+      assert.ok(!errors.some((e) => e.code === 'unauthorized'), 'never told the token was bad');
+    } finally {
+      client.close();
+      await server.stop();
+    }
   });
 
   it('refreshes the token through getToken before it expires, on the same connection', async () => {

@@ -185,10 +185,10 @@ export class ProtocolConnection extends WebSocketConnection {
     try {
       principal = await this.adoptToken(command.token);
     } catch (err) {
-      if (firstMessage && err instanceof HeraldError && err.code === 'unauthorized') {
-        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
+      if (firstMessage && err instanceof HeraldError && (err.code === 'unauthorized' || err.code === 'unavailable')) {
         this.sendError(command.id, err);
-        return this.close(CloseCode.unauthorized, 'invalid token');
+        // Keys unreachable is not the token's fault: 1013 has the client come back later, 4401 would stop it.
+        return err.code === 'unavailable' ? this.close(CloseCode.tryAgainLater, 'token keys unavailable') : this.close(CloseCode.unauthorized, 'invalid token');
       }
       throw err;
     }

@@ -7,8 +7,6 @@ import type { OutboundPublication } from '../../core/outbound.js';
 import { jsonNestsDeeperThan } from '../../protocol/json-depth.js';
 import { WebSocketConnection } from './connection.js';
 
-/** Close code for "the broker is down, come back later" (RFC 6455 1013, Try Again Later). */
-const TRY_AGAIN_LATER = 1013;
 
 /**
  * The seed's simple rooms (SPEC §3a): every text message is one JSON value,
@@ -43,7 +41,7 @@ export class RoomConnection extends WebSocketConnection {
       .then((subscription) => {
         if (subscription && this.closed) hub.unsubscribe(subscription);
       })
-      .catch(() => this.close(TRY_AGAIN_LATER, 'broker unavailable'));
+      .catch(() => this.close(CloseCode.tryAgainLater, 'broker unavailable'));
   }
 
   /** SPEC §6: room mode accepts {"type":"auth","token"} as its first message. */
@@ -56,10 +54,9 @@ export class RoomConnection extends WebSocketConnection {
         this.sendText(JSON.stringify({ type: 'authed', user: principal.user ?? null }));
         this.join();
       },
-      () => {
+      (err: unknown) => {
         this.authenticating = undefined;
-        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
-        this.close(CloseCode.unauthorized, 'invalid token');
+        this.refuseToken(err);
       },
     );
   }
@@ -79,11 +76,18 @@ export class RoomConnection extends WebSocketConnection {
       },
       (err: unknown) => {
         this.authenticating = undefined;
-        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
-        if (err instanceof HeraldError && err.code === 'forbidden') this.close(CloseCode.forbidden, 'a refreshed token must be for the same user');
-        else this.close(CloseCode.unauthorized, 'invalid token');
+        this.refuseToken(err);
       },
     );
+  }
+
+  /** Room mode has no error replies: a token that cannot be accepted closes, with a code that says whether to retry. */
+  private refuseToken(err: unknown): void {
+    const code = err instanceof HeraldError ? err.code : 'unauthorized';
+    this.ctx.metrics.rejects.inc({ reason: code });
+    if (code === 'unavailable') this.close(CloseCode.tryAgainLater, 'token keys unavailable');
+    else if (code === 'forbidden') this.close(CloseCode.forbidden, 'a refreshed token must be for the same user');
+    else this.close(CloseCode.unauthorized, 'invalid token');
   }
 
   deliver(pub: OutboundPublication): void {
@@ -113,7 +117,7 @@ export class RoomConnection extends WebSocketConnection {
     if (this.ctx.auth.required && isAuthMessage(message)) return this.refreshToken(message.token);
     if (!this.principal.canPublish(this.room)) return this.close(CloseCode.forbidden, 'publish not permitted');
     // Room mode has no answers, so a publish the broker refuses closes the connection rather than vanish.
-    this.ctx.hub.publish({ channel: this.room, data: text, sender: this.id }).catch(() => this.close(TRY_AGAIN_LATER, 'broker unavailable'));
+    this.ctx.hub.publish({ channel: this.room, data: text, sender: this.id }).catch(() => this.close(CloseCode.tryAgainLater, 'broker unavailable'));
   }
 }
 

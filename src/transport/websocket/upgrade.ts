@@ -65,8 +65,10 @@ export class WebSocketGateway {
         wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, ip, principal, room));
       },
       (err: unknown) => {
-        this.ctx.metrics.rejects.inc({ reason: 'unauthorized' });
-        if (err instanceof HeraldError && err.code === 'forbidden') refuse(socket, 403, 'Forbidden');
+        const code = err instanceof HeraldError ? err.code : 'unauthorized';
+        this.ctx.metrics.rejects.inc({ reason: code });
+        if (code === 'forbidden') refuse(socket, 403, 'Forbidden');
+        else if (code === 'unavailable') refuse(socket, 503, 'Service Unavailable', 'Retry-After: 5\r\n');
         else refuse(socket, 401, 'Unauthorized');
       },
     );
