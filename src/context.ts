@@ -5,7 +5,8 @@ import type { Settings } from './config/schema.js';
 import type { Hub } from './core/hub.js';
 import type { HeraldMetrics } from './metrics.js';
 import type { TokenBucket } from './core/token-bucket.js';
-import type { ConnectionsPerIp, DeadlineSweep } from './transport/deadlines.js';
+import type { ConnectionCounter } from './transport/connection-counter.js';
+import type { DeadlineSweep } from './transport/deadlines.js';
 import type { HeartbeatSweep } from './transport/heartbeat.js';
 
 /** Something the node must close on shutdown. */
@@ -25,7 +26,9 @@ export interface NodeContext {
   readonly heartbeat: HeartbeatSweep;
   /** First-message auth deadlines and token expiry. */
   readonly deadlines: DeadlineSweep;
-  readonly connectionsPerIp: ConnectionsPerIp;
+  readonly connectionsPerIp: ConnectionCounter;
+  /** By the token's `sub`; anonymous connections are not counted. */
+  readonly connectionsPerUser: ConnectionCounter;
   /** Rate of room messages / protocol commands per connection. */
   readonly messageBucket: TokenBucket;
   readonly auth: Authenticator;

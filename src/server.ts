@@ -17,7 +17,8 @@ import { HttpRouter } from './http/router.js';
 import { createLogger } from './log.js';
 import { HeraldMetrics } from './metrics.js';
 import { TokenBucket } from './core/token-bucket.js';
-import { ConnectionsPerIp, DeadlineSweep } from './transport/deadlines.js';
+import { ConnectionCounter } from './transport/connection-counter.js';
+import { DeadlineSweep } from './transport/deadlines.js';
 import { HeartbeatSweep } from './transport/heartbeat.js';
 import { drainConnections } from './transport/drain.js';
 import { WebSocketGateway } from './transport/websocket/upgrade.js';
@@ -79,7 +80,8 @@ export async function startHerald(settings: Settings, options: StartOptions = {}
     metrics,
     heartbeat: new HeartbeatSweep(settings['ping-interval'] * 1000),
     deadlines: new DeadlineSweep(),
-    connectionsPerIp: new ConnectionsPerIp(settings['max-connections-per-ip']),
+    connectionsPerIp: new ConnectionCounter(settings['max-connections-per-ip']),
+    connectionsPerUser: new ConnectionCounter(settings['max-connections-per-user']),
     messageBucket: new TokenBucket(settings['message-rate'], settings['message-burst']),
     auth: options.authenticator ?? JwtAuthenticator.fromSettings(settings) ?? OPEN_ACCESS,
     origins: new OriginPolicy(settings['allowed-origins']),

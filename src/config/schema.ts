@@ -67,6 +67,7 @@ export const SETTINGS = {
   'message-rate': { type: 'number', default: 50, min: 0.1, max: 1_000_000, description: 'room messages / protocol commands per second per connection (token bucket)' },
   'message-burst': { type: 'integer', default: 200, min: 1, max: 1_000_000, description: 'token bucket size for --message-rate (above --max-subscriptions, so a reconnecting client can re-subscribe everything at once)' },
   'max-connections-per-ip': { type: 'integer', default: 1000, min: 0, max: 10_000_000, description: 'WebSocket + SSE connections from one IP (0 = unlimited); excess gets 429' },
+  'max-connections-per-user': { type: 'integer', default: 0, min: 0, max: 10_000_000, description: "WebSocket + SSE connections of one token user (its sub) on this node (0 = unlimited); excess gets 429, or close 4429 after first-message auth" },
   'max-header-size': { type: 'integer', default: 16384, min: 1024, max: 1_048_576, description: 'bytes of request headers (431 beyond)' },
   'max-headers': { type: 'integer', default: 100, min: 10, max: 10_000, description: 'request header count kept per request' },
   'metrics-port': { type: 'integer', min: 0, max: 65535, description: 'serve /metrics on this port instead of the main one' },

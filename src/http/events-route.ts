@@ -36,11 +36,14 @@ export async function openEventStream(ctx: NodeContext, req: IncomingMessage, re
     return;
   }
   const ip = req.socket.remoteAddress ?? '';
-  if (!ctx.connectionsPerIp.tryAcquire(ip)) {
+  if (!ctx.connectionsPerIp.holdWhileOpen(ip, res)) {
     ctx.metrics.rejects.inc({ reason: 'connection_limit' });
     throw new HeraldError('rate_limited', 'too many connections from this address');
   }
-  res.once('close', () => ctx.connectionsPerIp.release(ip));
+  if (principal.user !== undefined && !ctx.connectionsPerUser.holdWhileOpen(principal.user, res)) {
+    ctx.metrics.rejects.inc({ reason: 'user_connection_limit' });
+    throw new HeraldError('rate_limited', 'too many connections for this user');
+  }
   if (ctx.draining()) return comeBackLater(ctx, req, res, corsHeaders);
   await new SseStream(ctx, req, res, ctx.nextClientId(), principal, channels).start(resume, corsHeaders);
 }

@@ -46,27 +46,3 @@ export class DeadlineSweep {
     if (this.deadlines.size === 0) this.stop();
   }
 }
-
-/** Counts open connections per client IP (SPEC limits; TESTPLAN A14). */
-export class ConnectionsPerIp {
-  private readonly counts = new Map<string, number>();
-
-  constructor(readonly limit: number) {}
-
-  tryAcquire(ip: string): boolean {
-    const count = this.counts.get(ip) ?? 0;
-    if (this.limit > 0 && count >= this.limit) return false;
-    this.counts.set(ip, count + 1);
-    return true;
-  }
-
-  release(ip: string): void {
-    const count = (this.counts.get(ip) ?? 1) - 1;
-    if (count <= 0) this.counts.delete(ip);
-    else this.counts.set(ip, count);
-  }
-
-  get trackedIps(): number {
-    return this.counts.size;
-  }
-}

@@ -24,9 +24,10 @@ import { TestSocket } from '../helpers/ws.js';
  *
  * Codes are SPEC's: TESTPLAN's 4500 (bad token) is 4401, 4005 (expired) is
  * 4401, 106 (limit) and 107 (bad request) are `bad_request`, 111 is
- * `rate_limited` and 4013 is 4429. Herald has no connect tickets (A11) and no
- * per-user connection limit (T09's 4504 for the 21st connection of one user):
- * neither is in SPEC, and neither is tested here.
+ * `rate_limited` and 4013 is 4429. Herald has no connect tickets (A11: not
+ * in SPEC). T09's 21st connection of one user is refused by
+ * --max-connections-per-user (off by default): 429, or 4429 where TESTPLAN
+ * says 4504 — tested on every transport in integration/limits.test.ts.
  */
 
 describe('T06: JWT matrix against a real herald serve, and log hygiene', () => {
@@ -321,7 +322,7 @@ describe('T09: per-connection limits at their defaults', () => {
   });
 
   it('T09: summary of what the node holds after the limits: nothing', async (t) => {
-    await until(() => server.ctx.websockets.size === 0 && server.ctx.streams.size === 0 && server.ctx.connectionsPerIp.trackedIps === 0 && server.ctx.deadlines.size === 0, 3000, 'released');
+    await until(() => server.ctx.websockets.size === 0 && server.ctx.streams.size === 0 && server.ctx.connectionsPerIp.tracked === 0 && server.ctx.deadlines.size === 0, 3000, 'released');
     t.diagnostic(`connections ${server.ctx.websockets.size + server.ctx.streams.size}, channels ${server.ctx.hub.channelCount}`);
     assert.equal(server.ctx.hub.channelCount, 0);
   });

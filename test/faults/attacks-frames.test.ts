@@ -110,7 +110,7 @@ describe('T03: frame protocol table (TESTPLAN §2.2 F1–F11)', () => {
     t.diagnostic(`${goneTimes.length} bad connections, from the bad bytes to the TCP close: ${summary(goneTimes)}`);
     // TESTPLAN: gone ≤ 1 s; 3× on a shared machine.
     assert.ok(Math.max(...goneTimes) < 3000, `slowest ${Math.max(...goneTimes).toFixed(0)} ms`);
-    await until(() => server.ctx.websockets.size === 1 && server.ctx.hub.subscriberCount('frames') === 1 && server.ctx.connectionsPerIp.trackedIps === 1, 3000, 'every bad connection released');
+    await until(() => server.ctx.websockets.size === 1 && server.ctx.hub.subscriberCount('frames') === 1 && server.ctx.connectionsPerIp.tracked === 1, 3000, 'every bad connection released');
     // A valid character split across fragments is fine, and the bystander still gets what is sent.
     const splitter = await openPeer(server, 'room');
     await waitForSubscribers(server, 'frames', 2);
@@ -372,7 +372,7 @@ describe('T04: raw-frame fuzz (fast-check, seeded)', () => {
     const lingering = closing.map(({ peer, since }) => peer.closedAt! - since);
     t.diagnostic(`closed runs, from the close frame to the TCP close: ${summary(lingering)}`);
     assert.ok(Math.max(...lingering) < PING_INTERVAL_S * 3000 + 1500, `held ${Math.max(...lingering).toFixed(0)} ms`);
-    await until(() => server.ctx.websockets.size === 1 && server.ctx.connectionsPerIp.trackedIps === 1 && server.ctx.heartbeat.size === 1, 5000, 'every fuzz connection released');
+    await until(() => server.ctx.websockets.size === 1 && server.ctx.connectionsPerIp.tracked === 1 && server.ctx.heartbeat.size === 1, 5000, 'every fuzz connection released');
     const heapGrowth = (await settledHeap()) - heapBefore;
     t.diagnostic(`${RUNS} runs in ${(elapsed / 1000).toFixed(1)} s; closes ${JSON.stringify(Object.fromEntries([...codes].sort()))}`);
     t.diagnostic(`bystander latency: ${summary(latencies)}; heap growth ${(heapGrowth / 1024 / 1024).toFixed(2)} MB`);

@@ -63,7 +63,7 @@ describe('T01: handshake hardening under volume (TESTPLAN A1–A5, A12)', () => 
   it('T01: 20 waves of every bad handshake at once get their exact status fast; the bystander echo stays fast; nothing is left behind', async (t) => {
     const crashes = watchCrashes();
     const bystander = await EchoBystander.open(server.wsUrl);
-    const baseline = { fds: openFds(), websockets: server.ctx.websockets.size, ips: server.ctx.connectionsPerIp.trackedIps, timers: activeTimers() };
+    const baseline = { fds: openFds(), websockets: server.ctx.websockets.size, ips: server.ctx.connectionsPerIp.tracked, timers: activeTimers() };
     const tooLargeBefore = await metricValue(server, 'herald_rejects_total', { reason: 'too_large' });
     const filler = Array.from({ length: 2000 }, (_, i) => `X-F${i}: 1\r\n`).join('');
     const sseBody = 'x'.repeat(70_000);
@@ -114,7 +114,7 @@ describe('T01: handshake hardening under volume (TESTPLAN A1–A5, A12)', () => 
         openFds() <= baseline.fds + 5 &&
         server.ctx.websockets.size === baseline.websockets &&
         server.ctx.streams.size === 0 &&
-        server.ctx.connectionsPerIp.trackedIps === baseline.ips &&
+        server.ctx.connectionsPerIp.tracked === baseline.ips &&
         activeTimers() <= baseline.timers,
       5000,
       'fds, connections, per-IP slots and timers back to baseline',
@@ -332,7 +332,7 @@ describe('T08: slowloris and pre-auth exhaustion', () => {
     for (const peer of legit) assert.equal(peer.socket.closeCode, undefined);
     for (const peer of legit) peer.close();
     await until(
-      () => server.ctx.websockets.size === 0 && server.ctx.connectionsPerIp.trackedIps === 0 && server.ctx.deadlines.size === 0 && server.ctx.heartbeat.size === 0 && openFds() <= baselineFds + 5,
+      () => server.ctx.websockets.size === 0 && server.ctx.connectionsPerIp.tracked === 0 && server.ctx.deadlines.size === 0 && server.ctx.heartbeat.size === 0 && openFds() <= baselineFds + 5,
       5000,
       'connections, per-IP slots, deadlines, heartbeat members and fds back to baseline',
     );

@@ -241,7 +241,7 @@ describe('T11: resource release after 500 connect → subscribe → disconnect c
     subscriptions: server.ctx.hub.listChannels().reduce((sum, c) => sum + c.subscribers, 0),
     heartbeat: server.ctx.heartbeat.size,
     deadlines: server.ctx.deadlines.size,
-    perIp: server.ctx.connectionsPerIp.trackedIps,
+    perIp: server.ctx.connectionsPerIp.tracked,
   });
   const NOTHING = { websockets: 0, streams: 0, channels: 0, subscriptions: 0, heartbeat: 0, deadlines: 0, perIp: 0 };
 

@@ -76,7 +76,7 @@ describe('hardening: handshakes, frames and resets (TESTPLAN §2.1, §2.2)', () 
     bystander = await TestSocket.open(`${server.wsUrl}?room=bystand`);
     peer = await TestSocket.open(`${server.wsUrl}?room=bystand`);
     await waitForSubscribers(server, 'bystand', 2);
-    baseline = { websockets: server.ctx.websockets.size, heartbeat: server.ctx.heartbeat.size, ips: server.ctx.connectionsPerIp.trackedIps };
+    baseline = { websockets: server.ctx.websockets.size, heartbeat: server.ctx.heartbeat.size, ips: server.ctx.connectionsPerIp.tracked };
   });
   after(async () => {
     bystander.close();
@@ -91,7 +91,7 @@ describe('hardening: handshakes, frames and resets (TESTPLAN §2.1, §2.2)', () 
         server.ctx.websockets.size === baseline.websockets &&
         server.ctx.heartbeat.size === baseline.heartbeat &&
         server.ctx.streams.size === 0 &&
-        server.ctx.connectionsPerIp.trackedIps === baseline.ips &&
+        server.ctx.connectionsPerIp.tracked === baseline.ips &&
         server.ctx.hub.channelCount === 1,
       5000,
       'resources back to baseline',
@@ -274,7 +274,7 @@ describe('hardening: log hygiene (issue 2 point 9, SPEC §6)', () => {
     cut.write(upgrade(`/ws?token=${valid}&room=x`));
     cut.resetAndDestroy();
 
-    await until(() => authed.ctx.websockets.size === 0 && authed.ctx.connectionsPerIp.trackedIps === 0, 5000, 'everything released');
+    await until(() => authed.ctx.websockets.size === 0 && authed.ctx.connectionsPerIp.tracked === 0, 5000, 'everything released');
     assertClean(authed, SECRET, valid, valid.split('.')[2]!);
   });
 });

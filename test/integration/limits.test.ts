@@ -4,7 +4,7 @@ import { request, type IncomingMessage } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Principal } from '../../src/auth/principal.js';
-import { sseStatus, upgradeStatus } from '../helpers/auth.js';
+import { signToken, SECRET, sseStatus, upgradeStatus } from '../helpers/auth.js';
 import { metricValue } from '../helpers/metrics.js';
 import { ProtocolSocket } from '../helpers/protocol.js';
 import { publish, startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';
@@ -198,7 +198,7 @@ describe('connections per IP (--max-connections-per-ip)', () => {
     await until(() => server.ctx.streams.size === 0, 2000, 'stream released');
     assert.equal((await sseStatus(`${server.url}/events/ip`)).status, 200);
     again.close();
-    await until(() => server.ctx.connectionsPerIp.trackedIps === 0, 2000, 'every slot released');
+    await until(() => server.ctx.connectionsPerIp.tracked === 0, 2000, 'every slot released');
   });
 
   it('does not count refused upgrades (bad origin, bad room) against the limit', async () => {
@@ -207,7 +207,57 @@ describe('connections per IP (--max-connections-per-ip)', () => {
       assert.equal(await upgradeStatus(`${server.wsUrl}?room=bad%20room`), 400);
     }
     assert.equal(await upgradeStatus(`${server.wsUrl}?room=ip`), 101);
-    await until(() => server.ctx.connectionsPerIp.trackedIps === 0, 2000, 'every slot released');
+    await until(() => server.ctx.connectionsPerIp.tracked === 0, 2000, 'every slot released');
+  });
+});
+
+describe('connections per user (--max-connections-per-user; TESTPLAN T09, A14)', () => {
+  const LIMIT = 20;
+  let server: TestServer;
+  before(async () => (server = await startTestServer({ 'jwt-secret': SECRET, 'max-connections-per-user': LIMIT })));
+  after(() => server.stop());
+
+  it("refuses a user's 21st connection on every transport — 429 before the socket opens, 4429 after first-message auth — counts others apart, and frees the slots", async () => {
+    const alice = await signToken({ sub: 'alice' });
+    const rejected = await metricValue(server, 'herald_rejects_total', { reason: 'user_connection_limit' });
+    // 20 of alice's connections over all three ways in: token on the upgrade, first-message auth, SSE.
+    const held: { close(): void }[] = [];
+    for (let i = 0; i < 8; i++) held.push(await TestSocket.open(`${server.wsUrl}?room=user&token=${alice}`));
+    for (let i = 0; i < 6; i++) {
+      const v1 = await TestSocket.open(server.wsUrl, 'herald.v1');
+      v1.send({ id: 1, type: 'auth', token: alice });
+      await v1.next('authed');
+      held.push(v1);
+    }
+    for (let i = 0; i < 6; i++) {
+      const reader = await SseReader.open(`${server.url}/events/user?token=${alice}`);
+      await reader.waitFor((e) => e.event === 'connected');
+      held.push(reader);
+    }
+
+    // The 21st, every way.
+    assert.equal(await upgradeStatus(`${server.wsUrl}?room=user&token=${alice}`), 429);
+    assert.equal(await upgradeStatus(`${server.wsUrl}?token=${alice}`, { protocol: 'herald.v1' }), 429);
+    const refusedSse = await sseStatus(`${server.url}/events/user?token=${alice}`);
+    assert.equal(refusedSse.status, 429);
+    assert.equal(JSON.parse(refusedSse.body).error.code, 'rate_limited');
+    const lateV1 = await TestSocket.open(server.wsUrl, 'herald.v1');
+    lateV1.send({ id: 1, type: 'auth', token: alice });
+    assert.equal((await lateV1.next<{ code: string }>('error')).code, 'rate_limited');
+    assert.equal((await lateV1.closed).code, 4429);
+    const lateMember = await TestSocket.open(`${server.wsUrl}?room=user`);
+    lateMember.send({ type: 'auth', token: alice });
+    assert.equal((await lateMember.closed).code, 4429);
+    assert.equal(await metricValue(server, 'herald_rejects_total', { reason: 'user_connection_limit' }), rejected + 5);
+
+    // Another user, and anonymous-free paths, are not affected.
+    assert.equal(await upgradeStatus(`${server.wsUrl}?room=user&token=${await signToken({ sub: 'bob' })}`), 101);
+
+    // One of alice's leaves: one may come in again; when all leave, nothing is tracked.
+    held.pop()!.close();
+    await until(async () => (await upgradeStatus(`${server.wsUrl}?room=user&token=${alice}`)) === 101, 3000, 'a freed slot is usable');
+    for (const connection of held) connection.close();
+    await until(() => server.ctx.connectionsPerUser.tracked === 0, 3000, 'every user slot released');
   });
 });
 

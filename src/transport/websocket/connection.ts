@@ -111,6 +111,10 @@ export abstract class WebSocketConnection implements Subscriber, HeartbeatMember
       throw new HeraldError('forbidden', 'a refreshed token must be for the same user');
     }
     if (this.closed) return principal;
+    if (this.awaitingAuth && principal.user !== undefined && !this.ctx.connectionsPerUser.holdWhileOpen(principal.user, this.stream)) {
+      this.ctx.metrics.rejects.inc({ reason: 'user_connection_limit' });
+      throw new HeraldError('rate_limited', 'too many connections for this user');
+    }
     this.principal = principal;
     this.awaitingAuth = false;
     if (principal.expiresAt !== undefined) this.ctx.deadlines.set(this, principal.expiresAt);

@@ -20,6 +20,17 @@ type Command = Record<string, unknown> & { type: string; id: number };
  * herald.v1 (SPEC §3b): several channels per connection, acknowledged
  * commands with correlation ids, recovery with `since`, presence.
  */
+/**
+ * How a refused first `auth` ends the connection. Keys unreachable is not the
+ * token's fault: 1013 has the client come back later, where 4401 stops it;
+ * a user over its connection limit may retry once another connection closed.
+ */
+const FIRST_AUTH_CLOSES: Partial<Record<string, readonly [code: number, reason: string]>> = {
+  unauthorized: [CloseCode.unauthorized, 'invalid token'],
+  unavailable: [CloseCode.tryAgainLater, 'token keys unavailable'],
+  rate_limited: [CloseCode.rateLimited, 'too many connections for this user'],
+};
+
 export class ProtocolConnection extends WebSocketConnection {
   readonly tracksPresence = true;
   /**
@@ -185,10 +196,10 @@ export class ProtocolConnection extends WebSocketConnection {
     try {
       principal = await this.adoptToken(command.token);
     } catch (err) {
-      if (firstMessage && err instanceof HeraldError && (err.code === 'unauthorized' || err.code === 'unavailable')) {
+      const closing = firstMessage && err instanceof HeraldError ? FIRST_AUTH_CLOSES[err.code] : undefined;
+      if (closing !== undefined) {
         this.sendError(command.id, err);
-        // Keys unreachable is not the token's fault: 1013 has the client come back later, 4401 would stop it.
-        return err.code === 'unavailable' ? this.close(CloseCode.tryAgainLater, 'token keys unavailable') : this.close(CloseCode.unauthorized, 'invalid token');
+        return this.close(...closing);
       }
       throw err;
     }

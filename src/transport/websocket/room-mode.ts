@@ -86,6 +86,7 @@ export class RoomConnection extends WebSocketConnection {
     const code = err instanceof HeraldError ? err.code : 'unauthorized';
     this.ctx.metrics.rejects.inc({ reason: code });
     if (code === 'unavailable') this.close(CloseCode.tryAgainLater, 'token keys unavailable');
+    else if (code === 'rate_limited') this.close(CloseCode.rateLimited, 'too many connections for this user');
     else if (code === 'forbidden') this.close(CloseCode.forbidden, 'a refreshed token must be for the same user');
     else this.close(CloseCode.unauthorized, 'invalid token');
   }
