@@ -275,6 +275,16 @@ export class HeraldClient {
     }, refreshDelay(exp));
   }
 
+  /**
+   * A subscribe went unanswered: the connection cannot be trusted (the
+   * server may or may not have subscribed, and asking again on it would be
+   * refused as a duplicate). Drop it; the reconnect re-subscribes every
+   * channel from its last position, so nothing is missed.
+   */
+  restartConnection(why: string): void {
+    if (this.socket) this.abandon(this.socket, why);
+  }
+
   /** Gives up on a socket that cannot be trusted any more (never opened, or the server went silent). */
   private abandon(socket: WebSocketLike, why: string): void {
     if (socket !== this.socket) return;

@@ -118,6 +118,7 @@ export class Subscription {
       (error: Error) => {
         const code = (error as { code?: string }).code;
         if (code === 'unavailable' || code === 'rate_limited') return this.retryWhileConnected();
+        if (code === 'timeout') return this.client.restartConnection(`subscribe to ${this.channel}: ${error.message}`);
         // Refused for good (bad channel, forbidden by the token): reject `ready`, or tell the app if it was live.
         if (this.settled) this.client.emitError(error);
         else this.rejectReady(error);

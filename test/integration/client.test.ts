@@ -5,7 +5,7 @@ import { ANONYMOUS, type Authenticator } from '../../src/auth/principal.js';
 import { MemoryBroker } from '../../src/broker/memory.js';
 import { HeraldError } from '../../src/core/errors.js';
 import { signToken } from '../helpers/auth.js';
-import { SwitchableBroker } from '../helpers/broker-doubles.js';
+import { GatedBroker, SwitchableBroker } from '../helpers/broker-doubles.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { publish, startTestServer, waitForSubscribers, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/wait.js';
@@ -246,6 +246,30 @@ describe('herald/client (SPEC §8)', () => {
     assert.ok(!states.includes('disconnected'), states.join());
     client.close();
     await server.stop();
+  });
+
+  it('reconnects when a subscribe goes unanswered, and the subscription comes up on the new connection', async () => {
+    const broker = new GatedBroker();
+    const server = await startTestServer({}, { broker });
+    const release = broker.hold('slow');
+    const states: ClientState[] = [];
+    const received: unknown[] = [];
+    const client = new HeraldClient(server.wsUrl, { commandTimeout: 300, reconnect: fastReconnect });
+    client.on('state', (state) => states.push(state));
+    try {
+      await nextState(client, 'connected');
+      const subscription = client.subscribe('slow', { onMessage: (m) => received.push(m.data) });
+      await until(() => states.includes('disconnected'), 3000, 'the unanswered subscribe dropped the connection');
+      release();
+      await subscription.ready;
+      assert.equal(client.state, 'connected');
+      await publish(server, 'slow', 1);
+      await until(() => received.length === 1, 3000, 'delivery on the new connection');
+      assert.deepEqual(received, [1]);
+    } finally {
+      client.close();
+      await server.stop();
+    }
   });
 
   it('retries a subscribe refused as unavailable while the connection stays up', async () => {
