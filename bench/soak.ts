@@ -6,9 +6,12 @@
  * `--broker redis`, a private redis-server killed and restarted every few
  * minutes. Every 10 s it samples the node's RSS, heap, connections and
  * subscriptions from /metrics; at the end all clients leave and it checks
- * that memory came back and nothing is left behind. The verdict is "flat"
- * when the last third of the run holds no more memory than the first third
- * (within 10 %).
+ * that memory came back and nothing is left behind. The live heap (heap used
+ * right after full GCs forced through the node's V8 inspector) is read before
+ * the clients connect, once they are connected, at the end, and after they
+ * left. The verdict is "flat" when the last third of the run holds no more
+ * memory than the first third (within 10 %), the live heap at the end is
+ * within 10 % of the live heap once connected, and nothing is left behind.
  *
  *   npm run soak -- [--minutes 30] [--connections 10000] [--rooms 100]
  *                   [--rate 50] [--churn 20] [--broker memory|redis]
@@ -21,6 +24,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { forceGc } from './inspector.js';
 import { sleep } from './process.js';
 import { freePort, PrivateRedis } from './redis.js';
 
@@ -82,14 +86,26 @@ function parseOptions(argv: string[]): SoakOptions {
   return options;
 }
 
-/** The node under test, in its own process so its memory is its own. */
-async function startNode(port: number, brokerUrl: string | undefined, mallocArenaMax: number | undefined): Promise<ChildProcess> {
-  const args = [BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn', '--max-connections-per-ip', '0', '--ping-interval', '10'];
+interface SoakNode {
+  readonly child: ChildProcess;
+  /** The V8 inspector's ws:// URL, for forced GCs. */
+  readonly inspectorUrl: string;
+}
+
+/** The node under test, in its own process so its memory is its own, with the V8 inspector on a free loopback port. */
+async function startNode(port: number, brokerUrl: string | undefined, mallocArenaMax: number | undefined): Promise<SoakNode> {
+  const args = ['--inspect=127.0.0.1:0', BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn', '--max-connections-per-ip', '0', '--ping-interval', '10'];
   if (brokerUrl) args.push('--broker', brokerUrl);
   const env = mallocArenaMax ? { ...process.env, MALLOC_ARENA_MAX: String(mallocArenaMax) } : process.env;
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'], env });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk;
+    process.stderr.write(chunk);
+  });
   for (let i = 0; i < 200; i++) {
-    if (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) return child;
+    const inspector = /Debugger listening on (ws:\/\/\S+)/.exec(stderr);
+    if (inspector && (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false))) return { child, inspectorUrl: inspector[1]! };
     await sleep(50);
   }
   child.kill('SIGKILL');
@@ -186,7 +202,15 @@ function mean(values: number[]): number {
   return values.reduce((a, b) => a + b, 0) / Math.max(1, values.length);
 }
 
-function renderReport(options: SoakOptions, samples: Sample[], after: Sample, stats: { published: number; refused: number; errors: number }): { text: string; flat: boolean } {
+/** Heap used right after full GCs, in MB. */
+interface LiveHeap {
+  beforeConnecting: number;
+  connected: number;
+  atEnd: number;
+  afterLeave: number;
+}
+
+function renderReport(options: SoakOptions, samples: Sample[], after: Sample, live: LiveHeap, stats: { published: number; refused: number; errors: number }): { text: string; flat: boolean } {
   const running = samples.filter((s) => s.event !== 'after leave');
   const third = Math.max(1, Math.floor(running.length / 3));
   const first = running.slice(0, third);
@@ -194,7 +218,8 @@ function renderReport(options: SoakOptions, samples: Sample[], after: Sample, st
   const rssRatio = mean(last.map((s) => s.rssMb)) / mean(first.map((s) => s.rssMb));
   const heapRatio = mean(last.map((s) => s.heapMb)) / mean(first.map((s) => s.heapMb));
   const emptied = after.connections === 0 && after.subscriptions === 0 && after.channels === 0;
-  const flat = rssRatio <= 1.1 && heapRatio <= 1.1 && emptied;
+  const liveRatio = live.atEnd / live.connected;
+  const flat = rssRatio <= 1.1 && heapRatio <= 1.1 && liveRatio <= 1.1 && emptied;
   const lines = [
     `Soak: ${options.minutes} min, ${options.connections} room-mode WebSockets in ${options.rooms} rooms, ` +
       `${options.churn} clients replaced per second, ${options.rate} publications/s via POST /api/publish, broker ${options.broker}` +
@@ -210,8 +235,10 @@ function renderReport(options: SoakOptions, samples: Sample[], after: Sample, st
     '',
     `Published ${stats.published}, refused ${stats.refused} (503 while the broker was down), client errors ${stats.errors}.`,
     `Mean RSS, last third ÷ first third: ${rssRatio.toFixed(3)}; heap: ${heapRatio.toFixed(3)}.`,
+    `Live heap (heap used after forced full GCs): before connecting ${live.beforeConnecting.toFixed(1)} MB, connected ${live.connected.toFixed(1)} MB, ` +
+      `at the end ${live.atEnd.toFixed(1)} MB (× ${liveRatio.toFixed(3)}), after every client left ${live.afterLeave.toFixed(1)} MB.`,
     `After every client left: ${after.connections} connections, ${after.subscriptions} subscriptions, ${after.channels} channels, RSS ${after.rssMb.toFixed(1)} MB, heap ${after.heapMb.toFixed(1)} MB.`,
-    `Verdict: ${flat ? 'flat' : 'NOT flat'} (last third within 10 % of the first for RSS and heap, and nothing left behind).`,
+    `Verdict: ${flat ? 'flat' : 'NOT flat'} (last third within 10 % of the first for RSS and heap, live heap at the end within 10 % of the live heap once connected, and nothing left behind).`,
   ];
   return { text: lines.join('\n'), flat };
 }
@@ -228,8 +255,15 @@ export async function runSoak(argv: string[]): Promise<boolean> {
   const samples: Sample[] = [];
   const startedAt = Date.now();
   const endsAt = startedAt + options.minutes * 60_000;
+  const liveHeap = async () => {
+    await forceGc(node.inspectorUrl);
+    return (await sample(baseUrl, startedAt, pool.delivered)).heapMb;
+  };
+  const live: LiveHeap = { beforeConnecting: NaN, connected: NaN, atEnd: NaN, afterLeave: NaN };
   try {
+    live.beforeConnecting = await liveHeap();
     await pool.fill();
+    live.connected = await liveHeap();
     console.error(`soak: ${options.connections} connected in ${((Date.now() - startedAt) / 1000).toFixed(1)} s; running ${options.minutes} min`);
     const payload = JSON.stringify({ text: 'x'.repeat(80) });
     const publisher = setInterval(() => {
@@ -257,17 +291,20 @@ export async function runSoak(argv: string[]): Promise<boolean> {
     }
     clearInterval(publisher);
     clearInterval(churner);
+    await sleep(2000); // the last churned clients settle
+    live.atEnd = await liveHeap();
     pool.closeAll();
     await sleep(SAMPLE_EVERY_MS);
     const after = { ...(await sample(baseUrl, startedAt, pool.delivered)), event: 'after leave' };
+    live.afterLeave = await liveHeap();
     stats.errors = pool.errors;
-    const { text, flat } = renderReport(options, samples, after, stats);
+    const { text, flat } = renderReport(options, samples, after, live, stats);
     console.log(text);
     if (options.report) writeFileSync(options.report, `${text}\n`);
     return flat;
   } finally {
     pool.closeAll();
-    node.kill('SIGTERM');
+    node.child.kill('SIGTERM');
     redisNow?.stop();
   }
 }

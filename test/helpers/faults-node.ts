@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import WebSocket from 'ws';
 import { withTimeout, type Child } from '../../bench/process.js';
+export { forceGc } from '../../bench/inspector.js';
 
 /**
  * Helpers of the node-level fault tests (TESTPLAN T13, T14, T21, T22): a
@@ -42,35 +42,6 @@ export async function scrape(url: string, timeoutMs = 10_000): Promise<Map<strin
     samples.set(line.slice(0, space), Number(line.slice(space + 1)));
   }
   return samples;
-}
-
-/**
- * Forces full garbage collections in a node started with `inspect: true`,
- * through the V8 inspector protocol (HeapProfiler.collectGarbage): nothing
- * is added to the product for it.
- */
-export async function forceGc(inspectorUrl: string, rounds = 2): Promise<void> {
-  const ws = new WebSocket(inspectorUrl);
-  await withTimeout(once(ws, 'open'), 10_000, `inspector ${inspectorUrl}: no connection within 10 s`);
-  let id = 0;
-  const call = (method: string) =>
-    new Promise<void>((resolve, reject) => {
-      const mine = ++id;
-      const onMessage = (data: WebSocket.RawData) => {
-        const message = JSON.parse(String(data)) as { id?: number; error?: unknown };
-        if (message.id !== mine) return;
-        ws.off('message', onMessage);
-        if (message.error) reject(new Error(JSON.stringify(message.error)));
-        else resolve();
-      };
-      ws.on('message', onMessage);
-      ws.send(JSON.stringify({ id: mine, method }));
-    });
-  try {
-    for (let i = 0; i < rounds; i++) await withTimeout(call('HeapProfiler.collectGarbage'), 30_000, 'inspector: no answer to collectGarbage within 30 s');
-  } finally {
-    ws.close();
-  }
 }
 
 /**
