@@ -46,6 +46,9 @@ interface Sample {
   heapMb: number;
   /** V8 heap reserved (used + free pages), and memory V8 tracks outside its heap (Buffers, sockets' ArrayBuffers). */
   heapTotalMb: number;
+  /** Of heap total: the old generation, and the new (young) generation's semi-spaces. */
+  oldSpaceMb: number;
+  newSpaceMb: number;
   externalMb: number;
   connections: number;
   subscriptions: number;
@@ -190,6 +193,8 @@ async function sample(baseUrl: string, startedAt: number, delivered: number): Pr
     rssMb: sum('herald_process_resident_memory_bytes') / 2 ** 20,
     heapMb: sum('herald_nodejs_heap_size_used_bytes') / 2 ** 20,
     heapTotalMb: sum('herald_nodejs_heap_size_total_bytes') / 2 ** 20,
+    oldSpaceMb: sum('herald_nodejs_heap_space_size_total_bytes{space="old"}') / 2 ** 20,
+    newSpaceMb: sum('herald_nodejs_heap_space_size_total_bytes{space="new"}') / 2 ** 20,
     externalMb: sum('herald_nodejs_external_memory_bytes') / 2 ** 20,
     connections: sum('herald_connections'),
     subscriptions: sum('herald_subscriptions'),
@@ -226,11 +231,11 @@ function renderReport(options: SoakOptions, samples: Sample[], after: Sample, li
       (options.broker === 'redis' ? ` (killed with SIGKILL and restarted every ${options.restartEveryMinutes} min)` : '') +
       (options.mallocArenaMax ? `, node run with MALLOC_ARENA_MAX=${options.mallocArenaMax}` : ''),
     '',
-    '| t (s) | RSS MB | heap used MB | heap total MB | external MB | connections | subscriptions | channels | delivered | event |',
-    '|------:|-------:|-------------:|--------------:|------------:|------------:|--------------:|---------:|----------:|-------|',
+    '| t (s) | RSS MB | heap used MB | heap total MB (old + new) | external MB | connections | subscriptions | channels | delivered | event |',
+    '|------:|-------:|-------------:|--------------------------:|------------:|------------:|--------------:|---------:|----------:|-------|',
     ...[...samples, after].map(
       (s) =>
-        `| ${s.atSeconds} | ${s.rssMb.toFixed(1)} | ${s.heapMb.toFixed(1)} | ${s.heapTotalMb.toFixed(1)} | ${s.externalMb.toFixed(1)} | ${s.connections} | ${s.subscriptions} | ${s.channels} | ${s.delivered} | ${s.event ?? ''} |`,
+        `| ${s.atSeconds} | ${s.rssMb.toFixed(1)} | ${s.heapMb.toFixed(1)} | ${s.heapTotalMb.toFixed(1)} (${s.oldSpaceMb.toFixed(1)} + ${s.newSpaceMb.toFixed(1)}) | ${s.externalMb.toFixed(1)} | ${s.connections} | ${s.subscriptions} | ${s.channels} | ${s.delivered} | ${s.event ?? ''} |`,
     ),
     '',
     `Published ${stats.published}, refused ${stats.refused} (503 while the broker was down), client errors ${stats.errors}.`,
@@ -287,7 +292,7 @@ export async function runSoak(argv: string[]): Promise<boolean> {
       }
       const current = { ...(await sample(baseUrl, startedAt, pool.delivered)), ...(event ? { event } : {}) };
       samples.push(current);
-      console.error(`soak: t=${current.atSeconds}s rss=${current.rssMb.toFixed(1)}MB heap=${current.heapMb.toFixed(1)}/${current.heapTotalMb.toFixed(1)}MB external=${current.externalMb.toFixed(1)}MB conns=${current.connections} subs=${current.subscriptions} delivered=${current.delivered}${event ? ` (${event})` : ''}`);
+      console.error(`soak: t=${current.atSeconds}s rss=${current.rssMb.toFixed(1)}MB heap=${current.heapMb.toFixed(1)}/${current.heapTotalMb.toFixed(1)}MB (old ${current.oldSpaceMb.toFixed(1)} new ${current.newSpaceMb.toFixed(1)}) external=${current.externalMb.toFixed(1)}MB conns=${current.connections} subs=${current.subscriptions} delivered=${current.delivered}${event ? ` (${event})` : ''}`);
     }
     clearInterval(publisher);
     clearInterval(churner);
