@@ -274,6 +274,18 @@ describe('token expiry on a live connection (SPEC §6, TESTPLAN T07)', () => {
     peer.close();
   });
 
+  it('herald.v1: a refreshed token that no longer permits a subscribed channel closes 4403; one that still permits them all is accepted', async () => {
+    const peer = await protocolPeer(server, 'alice', { channels: ['news:*', 'chat:*'] });
+    await peer.command({ type: 'subscribe', channel: 'news:today' });
+    await peer.command({ type: 'subscribe', channel: 'chat:lobby' });
+    const same = await peer.command({ type: 'auth', token: await token('alice', { channels: ['news:*', 'chat:lobby'] }) });
+    assert.equal(same.type, 'authed');
+    const narrowed = await peer.command({ type: 'auth', token: await token('alice', { channels: ['news:*'] }) });
+    assert.deepEqual([narrowed.type, narrowed.code], ['error', 'forbidden']);
+    assert.equal((await peer.socket.closed).code, 4403);
+    await until(() => server.ctx.hub.subscriberCount('chat:lobby') === 0, 2000, 'its subscriptions released');
+  });
+
   it('room mode: a refresh for another user closes 4403, a bad refresh 4401, and neither reaches the room', async () => {
     const listener = await roomMember(server, 'refresh-room', 'listener');
     const [mallory, garbled] = await Promise.all([roomMember(server, 'refresh-room', 'alice'), roomMember(server, 'refresh-room', 'bob')]);

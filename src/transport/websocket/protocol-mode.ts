@@ -203,6 +203,13 @@ export class ProtocolConnection extends WebSocketConnection {
       }
       throw err;
     }
+    // A refreshed token that no longer permits a channel held here: its permissions apply from now on, and
+    // the connection holds no way to drop one subscription on the server's initiative (SPEC §3b), so it closes.
+    const revoked = firstMessage ? undefined : [...this.subscriptions.keys(), ...this.subscribing.keys()].find((channel) => !principal.canSubscribe(channel));
+    if (revoked !== undefined) {
+      this.sendError(command.id, new HeraldError('forbidden', `the refreshed token does not permit ${revoked}`));
+      return this.close(CloseCode.forbidden, 'token no longer permits a subscribed channel');
+    }
     this.sendText(JSON.stringify({ id: command.id, type: 'authed', user: principal.user ?? null }));
   }
 
