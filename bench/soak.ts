@@ -13,9 +13,17 @@
  * memory than the first third (within 10 %), the live heap at the end is
  * within 10 % of the live heap once connected, and nothing is left behind.
  *
- *   npm run soak -- [--minutes 30] [--connections 10000] [--rooms 100]
- *                   [--rate 50] [--churn 20] [--broker memory|redis]
- *                   [--restart-every 5] [--malloc-arena-max N] [--report FILE]
+ *   npm run soak -- [--minutes 30] [--warmup 5] [--connections 10000]
+ *                   [--rooms 100] [--rate 50] [--churn 20]
+ *                   [--broker memory|redis] [--restart-every 5]
+ *                   [--malloc-arena-max N] [--report FILE]
+ *
+ * `--warmup N` minutes come first, at five times the churn: V8 sizes its old
+ * generation to the garbage that churned connections leave there (they live
+ * minutes, so they die in the old generation), and at 20 clients/s it takes
+ * it some 15–20 minutes to get there — growth that is the heap settling, not
+ * a leak. The warm-up is shown but not judged; the verdict is on the
+ * `--minutes` after it.
  *
  * `--malloc-arena-max N` starts the node with MALLOC_ARENA_MAX=N (glibc), to
  * tell fragmentation of native memory across malloc arenas from a leak.
@@ -36,6 +44,7 @@ interface SoakOptions {
   churn: number;
   broker: 'memory' | 'redis';
   restartEveryMinutes: number;
+  warmupMinutes: number;
   mallocArenaMax?: number;
   report?: string;
 }
@@ -55,14 +64,18 @@ interface Sample {
   channels: number;
   delivered: number;
   event?: string;
+  /** Taken during the warm-up: shown, not judged. */
+  warmup?: boolean;
 }
 
 const BIN = fileURLToPath(new URL('../../bin/herald', import.meta.url));
 const SAMPLE_EVERY_MS = 10_000;
 const CONNECT_CONCURRENCY = 250;
+/** Churn during the warm-up, as a multiple of --churn. */
+const WARMUP_CHURN_FACTOR = 5;
 
 function parseOptions(argv: string[]): SoakOptions {
-  const options: SoakOptions = { minutes: 30, connections: 10_000, rooms: 100, rate: 50, churn: 20, broker: 'memory', restartEveryMinutes: 5 };
+  const options: SoakOptions = { minutes: 30, connections: 10_000, rooms: 100, rate: 50, churn: 20, broker: 'memory', restartEveryMinutes: 5, warmupMinutes: 5 };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i]!, argv[i + 1]];
     if (value === undefined) throw new Error(`${flag} needs a value`);
@@ -74,6 +87,7 @@ function parseOptions(argv: string[]): SoakOptions {
       case '--rate': options.rate = number; break;
       case '--churn': options.churn = number; break;
       case '--restart-every': options.restartEveryMinutes = number; break;
+      case '--warmup': options.warmupMinutes = number; break;
       case '--malloc-arena-max': options.mallocArenaMax = number; break;
       case '--broker':
         if (value !== 'memory' && value !== 'redis') throw new Error('--broker is memory or redis');
@@ -84,7 +98,7 @@ function parseOptions(argv: string[]): SoakOptions {
     }
   }
   for (const [name, value] of Object.entries(options)) {
-    if (typeof value === 'number' && !(value > 0)) throw new Error(`--${name} must be a positive number`);
+    if (typeof value === 'number' && !(value > 0) && !(name === 'warmupMinutes' && value === 0)) throw new Error(`--${name} must be a positive number`);
   }
   return options;
 }
@@ -216,7 +230,7 @@ interface LiveHeap {
 }
 
 function renderReport(options: SoakOptions, samples: Sample[], after: Sample, live: LiveHeap, stats: { published: number; refused: number; errors: number }): { text: string; flat: boolean } {
-  const running = samples.filter((s) => s.event !== 'after leave');
+  const running = samples.filter((s) => !s.warmup);
   const third = Math.max(1, Math.floor(running.length / 3));
   const first = running.slice(0, third);
   const last = running.slice(-third);
@@ -226,7 +240,7 @@ function renderReport(options: SoakOptions, samples: Sample[], after: Sample, li
   const liveRatio = live.atEnd / live.connected;
   const flat = rssRatio <= 1.1 && heapRatio <= 1.1 && liveRatio <= 1.1 && emptied;
   const lines = [
-    `Soak: ${options.minutes} min, ${options.connections} room-mode WebSockets in ${options.rooms} rooms, ` +
+    `Soak: ${options.minutes} min after a ${options.warmupMinutes}-min warm-up at ${WARMUP_CHURN_FACTOR} × the churn, ${options.connections} room-mode WebSockets in ${options.rooms} rooms, ` +
       `${options.churn} clients replaced per second, ${options.rate} publications/s via POST /api/publish, broker ${options.broker}` +
       (options.broker === 'redis' ? ` (killed with SIGKILL and restarted every ${options.restartEveryMinutes} min)` : '') +
       (options.mallocArenaMax ? `, node run with MALLOC_ARENA_MAX=${options.mallocArenaMax}` : ''),
@@ -235,12 +249,12 @@ function renderReport(options: SoakOptions, samples: Sample[], after: Sample, li
     '|------:|-------:|-------------:|--------------------------:|------------:|------------:|--------------:|---------:|----------:|-------|',
     ...[...samples, after].map(
       (s) =>
-        `| ${s.atSeconds} | ${s.rssMb.toFixed(1)} | ${s.heapMb.toFixed(1)} | ${s.heapTotalMb.toFixed(1)} (${s.oldSpaceMb.toFixed(1)} + ${s.newSpaceMb.toFixed(1)}) | ${s.externalMb.toFixed(1)} | ${s.connections} | ${s.subscriptions} | ${s.channels} | ${s.delivered} | ${s.event ?? ''} |`,
+        `| ${s.atSeconds}${s.warmup ? ' (warm-up)' : ''} | ${s.rssMb.toFixed(1)} | ${s.heapMb.toFixed(1)} | ${s.heapTotalMb.toFixed(1)} (${s.oldSpaceMb.toFixed(1)} + ${s.newSpaceMb.toFixed(1)}) | ${s.externalMb.toFixed(1)} | ${s.connections} | ${s.subscriptions} | ${s.channels} | ${s.delivered} | ${s.event ?? ''} |`,
     ),
     '',
     `Published ${stats.published}, refused ${stats.refused} (503 while the broker was down), client errors ${stats.errors}.`,
     `Mean RSS, last third ÷ first third: ${rssRatio.toFixed(3)}; heap: ${heapRatio.toFixed(3)}.`,
-    `Live heap (heap used after forced full GCs): before connecting ${live.beforeConnecting.toFixed(1)} MB, connected ${live.connected.toFixed(1)} MB, ` +
+    `Live heap (heap used after forced full GCs): before connecting ${live.beforeConnecting.toFixed(1)} MB, connected and warmed up ${live.connected.toFixed(1)} MB, ` +
       `at the end ${live.atEnd.toFixed(1)} MB (× ${liveRatio.toFixed(3)}), after every client left ${live.afterLeave.toFixed(1)} MB.`,
     `After every client left: ${after.connections} connections, ${after.subscriptions} subscriptions, ${after.channels} channels, RSS ${after.rssMb.toFixed(1)} MB, heap ${after.heapMb.toFixed(1)} MB.`,
     `Verdict: ${flat ? 'flat' : 'NOT flat'} (last third within 10 % of the first for RSS and heap, live heap at the end within 10 % of the live heap once connected, and nothing left behind).`,
@@ -259,7 +273,8 @@ export async function runSoak(argv: string[]): Promise<boolean> {
   const stats = { published: 0, refused: 0, errors: 0 };
   const samples: Sample[] = [];
   const startedAt = Date.now();
-  const endsAt = startedAt + options.minutes * 60_000;
+  const warmupEndsAt = startedAt + options.warmupMinutes * 60_000;
+  const endsAt = warmupEndsAt + options.minutes * 60_000;
   const liveHeap = async () => {
     await forceGc(node.inspectorUrl);
     return (await sample(baseUrl, startedAt, pool.delivered)).heapMb;
@@ -268,8 +283,9 @@ export async function runSoak(argv: string[]): Promise<boolean> {
   try {
     live.beforeConnecting = await liveHeap();
     await pool.fill();
-    live.connected = await liveHeap();
-    console.error(`soak: ${options.connections} connected in ${((Date.now() - startedAt) / 1000).toFixed(1)} s; running ${options.minutes} min`);
+    let warming = options.warmupMinutes > 0;
+    if (!warming) live.connected = await liveHeap();
+    console.error(`soak: ${options.connections} connected in ${((Date.now() - startedAt) / 1000).toFixed(1)} s; warming up ${options.warmupMinutes} min, then running ${options.minutes} min`);
     const payload = JSON.stringify({ text: 'x'.repeat(80) });
     const publisher = setInterval(() => {
       const room = `soak-${Math.floor(Math.random() * options.rooms)}`;
@@ -278,11 +294,16 @@ export async function runSoak(argv: string[]): Promise<boolean> {
         () => stats.refused++,
       );
     }, 1000 / options.rate);
-    const churner = setInterval(() => pool.churn(options.churn), 1000);
-    let nextRestart = startedAt + options.restartEveryMinutes * 60_000;
+    const churner = setInterval(() => pool.churn(warming ? options.churn * WARMUP_CHURN_FACTOR : options.churn), 1000);
+    let nextRestart = warmupEndsAt + options.restartEveryMinutes * 60_000;
     while (Date.now() < endsAt) {
       await sleep(SAMPLE_EVERY_MS);
       let event: string | undefined;
+      if (warming && Date.now() >= warmupEndsAt) {
+        warming = false;
+        live.connected = await liveHeap();
+        event = 'warm-up over';
+      }
       if (redisNow && Date.now() >= nextRestart) {
         nextRestart += options.restartEveryMinutes * 60_000;
         redisNow.kill();
@@ -290,7 +311,7 @@ export async function runSoak(argv: string[]): Promise<boolean> {
         redisNow = await PrivateRedis.start(redisNow.port);
         event = 'redis restarted';
       }
-      const current = { ...(await sample(baseUrl, startedAt, pool.delivered)), ...(event ? { event } : {}) };
+      const current = { ...(await sample(baseUrl, startedAt, pool.delivered)), ...(event ? { event } : {}), ...(warming ? { warmup: true } : {}) };
       samples.push(current);
       console.error(`soak: t=${current.atSeconds}s rss=${current.rssMb.toFixed(1)}MB heap=${current.heapMb.toFixed(1)}/${current.heapTotalMb.toFixed(1)}MB (old ${current.oldSpaceMb.toFixed(1)} new ${current.newSpaceMb.toFixed(1)}) external=${current.externalMb.toFixed(1)}MB conns=${current.connections} subs=${current.subscriptions} delivered=${current.delivered}${event ? ` (${event})` : ''}`);
     }
