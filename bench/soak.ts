@@ -254,7 +254,7 @@ function renderReport(options: SoakOptions, samples: Sample[], after: Sample, li
     '',
     `Published ${stats.published}, refused ${stats.refused} (503 while the broker was down), client errors ${stats.errors}.`,
     `Mean RSS, last third ÷ first third: ${rssRatio.toFixed(3)}; heap: ${heapRatio.toFixed(3)}.`,
-    `Live heap (heap used after forced full GCs): before connecting ${live.beforeConnecting.toFixed(1)} MB, connected and warmed up ${live.connected.toFixed(1)} MB, ` +
+    `Live heap (heap used after forced full GCs): before connecting ${live.beforeConnecting.toFixed(1)} MB, connected ${live.connected.toFixed(1)} MB, ` +
       `at the end ${live.atEnd.toFixed(1)} MB (× ${liveRatio.toFixed(3)}), after every client left ${live.afterLeave.toFixed(1)} MB.`,
     `After every client left: ${after.connections} connections, ${after.subscriptions} subscriptions, ${after.channels} channels, RSS ${after.rssMb.toFixed(1)} MB, heap ${after.heapMb.toFixed(1)} MB.`,
     `Verdict: ${flat ? 'flat' : 'NOT flat'} (last third within 10 % of the first for RSS and heap, live heap at the end within 10 % of the live heap once connected, and nothing left behind).`,
@@ -283,8 +283,10 @@ export async function runSoak(argv: string[]): Promise<boolean> {
   try {
     live.beforeConnecting = await liveHeap();
     await pool.fill();
+    // Read before the warm-up: a forced GC shrinks the heap V8 sized to the churn, so one at the end of the
+    // warm-up would undo it and the judged run would watch the heap grow back.
+    live.connected = await liveHeap();
     let warming = options.warmupMinutes > 0;
-    if (!warming) live.connected = await liveHeap();
     console.error(`soak: ${options.connections} connected in ${((Date.now() - startedAt) / 1000).toFixed(1)} s; warming up ${options.warmupMinutes} min, then running ${options.minutes} min`);
     const payload = JSON.stringify({ text: 'x'.repeat(80) });
     const publisher = setInterval(() => {
@@ -301,7 +303,6 @@ export async function runSoak(argv: string[]): Promise<boolean> {
       let event: string | undefined;
       if (warming && Date.now() >= warmupEndsAt) {
         warming = false;
-        live.connected = await liveHeap();
         event = 'warm-up over';
       }
       if (redisNow && Date.now() >= nextRestart) {
