@@ -20,6 +20,20 @@ type TaggedWebSocket = WebSocket & { [CONNECTION]?: WebSocketConnection };
 export const SLOW_CONSUMER_GRACE_MS = 1000;
 
 /**
+ * How a token refused in a message (first-message auth, or a refresh) ends
+ * the connection, by the refusal's code — shared by both modes. Keys
+ * unreachable is not the token's fault: 1013 has the client come back later,
+ * where 4401 stops it; a user over its connection limit may retry once
+ * another of its connections closed.
+ */
+export const TOKEN_REFUSAL_CLOSES: Partial<Record<string, readonly [code: number, reason: string]>> = {
+  unauthorized: [CloseCode.unauthorized, 'invalid token'],
+  unavailable: [CloseCode.tryAgainLater, 'token keys unavailable'],
+  rate_limited: [CloseCode.rateLimited, 'too many connections for this user'],
+  forbidden: [CloseCode.forbidden, 'a refreshed token must be for the same user'],
+};
+
+/**
  * What room mode and protocol mode share: writing pre-built frames with
  * per-tick batching, the outbound-buffer limit, heartbeats, and releasing
  * every subscription when the socket goes away.

@@ -10,7 +10,7 @@ import type { PresenceEvent } from '../../core/presence.js';
 import { encodeTextFrame } from '../../protocol/frame.js';
 import { parseEventName, parseHistoryQuery } from '../../protocol/fields.js';
 import { jsonNestsDeeperThan, MAX_JSON_DEPTH } from '../../protocol/json-depth.js';
-import { WebSocketConnection } from './connection.js';
+import { TOKEN_REFUSAL_CLOSES, WebSocketConnection } from './connection.js';
 
 const PING_FRAME = encodeTextFrame(Buffer.from('{"type":"ping"}'));
 
@@ -20,17 +20,6 @@ type Command = Record<string, unknown> & { type: string; id: number };
  * herald.v1 (SPEC §3b): several channels per connection, acknowledged
  * commands with correlation ids, recovery with `since`, presence.
  */
-/**
- * How a refused first `auth` ends the connection. Keys unreachable is not the
- * token's fault: 1013 has the client come back later, where 4401 stops it;
- * a user over its connection limit may retry once another connection closed.
- */
-const FIRST_AUTH_CLOSES: Partial<Record<string, readonly [code: number, reason: string]>> = {
-  unauthorized: [CloseCode.unauthorized, 'invalid token'],
-  unavailable: [CloseCode.tryAgainLater, 'token keys unavailable'],
-  rate_limited: [CloseCode.rateLimited, 'too many connections for this user'],
-};
-
 export class ProtocolConnection extends WebSocketConnection {
   readonly tracksPresence = true;
   /**
@@ -196,7 +185,7 @@ export class ProtocolConnection extends WebSocketConnection {
     try {
       principal = await this.adoptToken(command.token);
     } catch (err) {
-      const closing = firstMessage && err instanceof HeraldError ? FIRST_AUTH_CLOSES[err.code] : undefined;
+      const closing = firstMessage && err instanceof HeraldError ? TOKEN_REFUSAL_CLOSES[err.code] : undefined;
       if (closing !== undefined) {
         this.sendError(command.id, err);
         return this.close(...closing);

@@ -5,7 +5,7 @@ import { CloseCode, HeraldError } from '../../core/errors.js';
 import type { Subscription } from '../../core/hub.js';
 import type { OutboundPublication } from '../../core/outbound.js';
 import { jsonNestsDeeperThan } from '../../protocol/json-depth.js';
-import { WebSocketConnection } from './connection.js';
+import { TOKEN_REFUSAL_CLOSES, WebSocketConnection } from './connection.js';
 
 
 /**
@@ -85,10 +85,7 @@ export class RoomConnection extends WebSocketConnection {
   private refuseToken(err: unknown): void {
     const code = err instanceof HeraldError ? err.code : 'unauthorized';
     this.ctx.metrics.rejects.inc({ reason: code });
-    if (code === 'unavailable') this.close(CloseCode.tryAgainLater, 'token keys unavailable');
-    else if (code === 'rate_limited') this.close(CloseCode.rateLimited, 'too many connections for this user');
-    else if (code === 'forbidden') this.close(CloseCode.forbidden, 'a refreshed token must be for the same user');
-    else this.close(CloseCode.unauthorized, 'invalid token');
+    this.close(...(TOKEN_REFUSAL_CLOSES[code] ?? TOKEN_REFUSAL_CLOSES.unauthorized!));
   }
 
   deliver(pub: OutboundPublication): void {
